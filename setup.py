@@ -1,0 +1,24 @@
+"""simclr_tf: SimCLR (v1 and v2) for TensorFlow 2 / Keras 2."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="simclr_tf",
+    version="0.1.0",
+    description="SimCLR (v1/v2) contrastive learning for TensorFlow 2 and Keras 2 (tf_keras).",
+    packages=find_packages(include=["simclr_tf", "simclr_tf.*"]),
+    python_requires=">=3.11,<3.12",
+    install_requires=[
+        "tensorflow==2.20.*",
+        "tf-keras==2.20.*",
+        "tf-models-official==2.20.*",
+        "tensorflow-datasets",
+        "tensorflow-hub",
+        "absl-py",
+        "numpy",
+    ],
+    extras_require={
+        "test": ["pytest", "nbclient", "nbformat", "ipykernel", "pillow"],
+    },
+    entry_points={"console_scripts": []},
+)
