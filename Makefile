@@ -21,4 +21,4 @@ clean:
 	rm -rf $(VENV) *.egg-info
 
 demo: $(STAMP)
-	@echo "make demo: the training programs are not built yet (issue 3)." >&2; exit 1
+	$(VENV)/bin/python -m simclr_tf.demo --flagfile=flags/demo.flags --model_dir=demo_runs

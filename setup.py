@@ -20,5 +20,11 @@ setup(
     extras_require={
         "test": ["pytest", "nbclient", "nbformat", "ipykernel", "pillow"],
     },
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "simclr-pretrain=simclr_tf.cli.pretrain:run",
+            "simclr-finetune=simclr_tf.cli.finetune:run",
+            "simclr-eval=simclr_tf.cli.evaluate:run",
+        ]
+    },
 )

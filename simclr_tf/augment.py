@@ -1,0 +1,231 @@
+"""SimCLR's image augmentations on float images in [0, 1] (SPEC.md §3).
+
+Every random op takes ``seed``: a shape-[2] integer tensor that makes the result a
+deterministic function of it (stateless ops only), or None to draw one. The per-image ops run
+in the input pipeline; the Gaussian blur (``batch_random_blur``) runs on device inside the
+pretraining step, with one sigma and one coin per image, and is never part of an export.
+"""
+
+from typing import List, Sequence
+
+import tensorflow as tf
+
+COLOR_JITTER_IMPLS = ("v1", "v2")
+CROP_AREA_RANGE = (0.08, 1.0)
+CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
+CROP_MIN_OBJECT_COVERED = 0.1
+CROP_MAX_ATTEMPTS = 100
+EVAL_CROP_PROPORTION = 0.875
+BLUR_SIGMA_RANGE = (0.1, 2.0)
+
+
+def _seeds(seed, num: int) -> List[tf.Tensor]:
+    """``num`` independent stateless seeds derived from ``seed`` (drawn when None)."""
+    if seed is None:
+        seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    return tf.unstack(tf.random.experimental.stateless_split(seed, num))
+
+
+def _uniform(seed, low, high, shape=()) -> tf.Tensor:
+    return tf.random.stateless_uniform(shape, seed, minval=low, maxval=high)
+
+
+def to_float(image: tf.Tensor) -> tf.Tensor:
+    """uint8 [0, 255] -> float32 [0, 1]; float images are assumed to be in [0, 1] already."""
+    image = tf.convert_to_tensor(image)
+    if image.dtype.is_integer:
+        return tf.image.convert_image_dtype(image, tf.float32)
+    return tf.cast(image, tf.float32)
+
+
+def crop_and_resize(image: tf.Tensor, image_size: int, seed=None) -> tf.Tensor:
+    """Random crop of 8%..100% of the area, aspect 3/4..4/3, bicubic resize to S x S.
+
+    TF's bounding-box sampler with ``min_object_covered`` 0.1 and 100 attempts; when every
+    attempt fails it returns the whole image. Values may overshoot [0, 1] (bicubic).
+    """
+    (seed,) = _seeds(seed, 1)
+    shape = tf.shape(image)
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+        min_object_covered=CROP_MIN_OBJECT_COVERED, aspect_ratio_range=CROP_ASPECT_RANGE,
+        area_range=CROP_AREA_RANGE, max_attempts=CROP_MAX_ATTEMPTS,
+        use_image_if_no_bounding_boxes=True)
+    crop = tf.slice(image, begin, size)
+    return tf.image.resize(crop[tf.newaxis], [image_size, image_size], method="bicubic")[0]
+
+
+def random_flip(image: tf.Tensor, seed=None) -> tf.Tensor:
+    """Horizontal flip with probability 0.5."""
+    (seed,) = _seeds(seed, 1)
+    return tf.image.stateless_random_flip_left_right(image, seed)
+
+
+def to_grayscale(image: tf.Tensor) -> tf.Tensor:
+    """Luma (0.2989 R + 0.587 G + 0.114 B) repeated on 3 channels."""
+    return tf.tile(tf.image.rgb_to_grayscale(image), [1, 1, 3])
+
+
+def _brightness(image, magnitude, seed, impl):
+    if impl == "v2":  # multiplicative
+        return image * _uniform(seed, max(0.0, 1.0 - magnitude), 1.0 + magnitude)
+    return image + _uniform(seed, -magnitude, magnitude)  # v1: additive
+
+
+def color_jitter(image: tf.Tensor, strength: float, seed=None, impl: str = "v2") -> tf.Tensor:
+    """Brightness, contrast, saturation and hue jitter in a random order, clipped after each.
+
+    Magnitudes are 0.8 s, 0.8 s, 0.8 s and 0.2 s for strength s; ops of magnitude 0 are
+    skipped, so strength 0 is the identity.
+    """
+    if impl not in COLOR_JITTER_IMPLS:
+        raise ValueError(f"color_jitter_impl={impl!r} is not supported; use one of "
+                         f"{COLOR_JITTER_IMPLS}.")
+    b = c = s = 0.8 * strength
+    h = 0.2 * strength
+    order_seed, b_seed, c_seed, s_seed, h_seed = _seeds(seed, 5)
+    ops = []
+    if b > 0:
+        ops.append(lambda x: _brightness(x, b, b_seed, impl))
+    if c > 0:
+        ops.append(lambda x: tf.image.adjust_contrast(x, _uniform(c_seed, 1 - c, 1 + c)))
+    if s > 0:
+        ops.append(lambda x: tf.image.adjust_saturation(x, _uniform(s_seed, 1 - s, 1 + s)))
+    if h > 0:
+        ops.append(lambda x: tf.image.adjust_hue(x, _uniform(h_seed, -h, h)))
+    if not ops:
+        return image
+    order = tf.argsort(_uniform(order_seed, 0.0, 1.0, [len(ops)]))
+    for i in range(len(ops)):
+        branches = [lambda op=op: tf.clip_by_value(op(image), 0.0, 1.0) for op in ops]
+        image = tf.switch_case(order[i], branches)
+    return image
+
+
+def _random_apply(fn, p: float, image: tf.Tensor, seed) -> tf.Tensor:
+    coin = _uniform(seed, 0.0, 1.0) < p
+    return tf.cond(coin, lambda: fn(image), lambda: image)
+
+
+def random_color_jitter(image: tf.Tensor, strength: float, seed=None, impl: str = "v2",
+                        p_jitter: float = 0.8, p_gray: float = 0.2) -> tf.Tensor:
+    """Colour jitter with probability ``p_jitter``, then grayscale with ``p_gray``."""
+    jitter_coin, jitter_seed, gray_coin = _seeds(seed, 3)
+    image = _random_apply(lambda x: color_jitter(x, strength, jitter_seed, impl), p_jitter,
+                          image, jitter_coin)
+    image = _random_apply(to_grayscale, p_gray, image, gray_coin)
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def center_crop(image: tf.Tensor, image_size: int,
+                crop_proportion: float = EVAL_CROP_PROPORTION) -> tf.Tensor:
+    """The centred square of side ``crop_proportion * min(H, W)``, bicubic-resized to S."""
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    side = tf.cast(tf.math.rint(
+        crop_proportion * tf.cast(tf.minimum(height, width), tf.float32)), tf.int32)
+    side = tf.maximum(side, 1)
+    top = (height - side + 1) // 2
+    left = (width - side + 1) // 2
+    crop = image[top:top + side, left:left + side]
+    return tf.image.resize(crop[tf.newaxis], [image_size, image_size], method="bicubic")[0]
+
+
+def _finish(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def preprocess_for_pretrain(image: tf.Tensor, image_size: int,
+                            color_jitter_strength: float = 1.0, color_jitter_impl: str = "v2",
+                            seed=None) -> tf.Tensor:
+    """One pretraining view: crop + resize, flip, colour distortion (blur comes on device)."""
+    crop_seed, flip_seed, color_seed = _seeds(seed, 3)
+    image = crop_and_resize(to_float(image), image_size, crop_seed)
+    image = random_flip(image, flip_seed)
+    image = random_color_jitter(image, color_jitter_strength, color_seed, color_jitter_impl)
+    return _finish(image, image_size)
+
+
+def preprocess_for_finetune(image: tf.Tensor, image_size: int, seed=None) -> tf.Tensor:
+    """Fine-tuning / linear-evaluation training view: crop + resize and flip only."""
+    crop_seed, flip_seed = _seeds(seed, 2)
+    image = crop_and_resize(to_float(image), image_size, crop_seed)
+    return _finish(random_flip(image, flip_seed), image_size)
+
+
+def preprocess_for_eval(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Evaluation view: centre crop 0.875 + bicubic resize above 32 px.
+
+    At 32 px and below the whole image is used (as the original for CIFAR), resized only when
+    its size differs from S x S.
+    """
+    image = to_float(image)
+    if image_size > 32:
+        image = center_crop(image, image_size)
+    else:
+        shape = tf.shape(image)
+        same = tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size))
+        image = tf.cond(
+            same, lambda: image,
+            lambda: tf.image.resize(image[tf.newaxis], [image_size, image_size],
+                                    method="bicubic")[0])
+    return _finish(image, image_size)
+
+
+def blur_kernel_size(image_size: int) -> int:
+    """``image_size // 10`` made odd: 32 px -> 3, 224 px -> 23."""
+    k = image_size // 10
+    return 2 * (k // 2) + 1
+
+
+def gaussian_kernels(sigma: tf.Tensor, kernel_size: int) -> tf.Tensor:
+    """Normalised 1-D Gaussian kernels [B, kernel_size], one per sigma."""
+    radius = kernel_size // 2
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    sigma = tf.reshape(tf.cast(sigma, tf.float32), [-1, 1])
+    kernels = tf.exp(-tf.square(x) / (2.0 * tf.square(sigma)))
+    return kernels / tf.reduce_sum(kernels, axis=1, keepdims=True)
+
+
+def gaussian_blur(images: tf.Tensor, sigma: tf.Tensor, kernel_size: int) -> tf.Tensor:
+    """Blurs image b of ``images`` [B, H, W, C] with a Gaussian of ``sigma[b]``.
+
+    Separable (horizontal then vertical) with ``SAME`` zero padding, vectorised: the batch is
+    folded into the channels of one depthwise convolution, so each image gets its own kernel
+    in a single op.
+    """
+    images = tf.convert_to_tensor(images)
+    shape = tf.shape(images)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    kernels = tf.repeat(gaussian_kernels(sigma, kernel_size), channels, axis=0)  # [B*C, k]
+    kernels = tf.transpose(kernels)  # [k, B*C]
+    folded = tf.reshape(tf.transpose(images, [1, 2, 0, 3]),
+                        [1, height, width, batch * channels])
+    horizontal = tf.reshape(kernels, [1, kernel_size, -1, 1])
+    vertical = tf.reshape(kernels, [kernel_size, 1, -1, 1])
+    out = tf.nn.depthwise_conv2d(folded, horizontal, [1, 1, 1, 1], "SAME")
+    out = tf.nn.depthwise_conv2d(out, vertical, [1, 1, 1, 1], "SAME")
+    out = tf.reshape(out, [height, width, batch, channels])
+    return tf.ensure_shape(tf.transpose(out, [2, 0, 1, 3]), images.shape)
+
+
+def batch_random_blur(images: tf.Tensor, p: float = 0.5, seed=None,
+                      sigma_range: Sequence[float] = BLUR_SIGMA_RANGE) -> tf.Tensor:
+    """Blurs each image of ``images`` [B, S, S, C] with probability p, sigma ~ U(sigma_range).
+
+    The kernel size comes from the static image height (``blur_kernel_size``).
+    """
+    images = tf.convert_to_tensor(images)
+    size = images.shape[1]
+    if size is None:
+        raise ValueError(f"batch_random_blur needs a static image height; got {images.shape}.")
+    sigma_seed, coin_seed = _seeds(seed, 2)
+    batch = tf.shape(images)[0]
+    sigma = _uniform(sigma_seed, sigma_range[0], sigma_range[1], [batch])
+    coins = _uniform(coin_seed, 0.0, 1.0, [batch]) < p
+    blurred = gaussian_blur(images, sigma, blur_kernel_size(size))
+    out = tf.where(tf.reshape(coins, [-1, 1, 1, 1]), blurred, images)
+    return tf.clip_by_value(out, 0.0, 1.0)
+

@@ -1,0 +1,154 @@
+"""The absl flags of every program, defined from ``config.Config`` (one source of truth).
+
+This package is the only place that reads FLAGS. Flag names are the original's where the
+meaning is the same; enums are checked by absl at parse time, ranges by ``Config.validate``.
+"""
+
+import dataclasses
+import os
+import sys
+import typing
+from typing import Callable, Dict
+
+from absl import app, flags, logging
+
+from simclr_tf import config as config_lib
+from simclr_tf import heads, optim
+
+FLAGS = flags.FLAGS
+
+_ENUMS: Dict[str, tuple] = {
+    "train_mode": config_lib.TRAIN_MODES,
+    "optimizer": optim.OPTIMIZERS,
+    "learning_rate_scaling": optim.LR_SCALINGS,
+    "proj_head_mode": heads.PROJ_HEAD_MODES,
+    "strategy": config_lib.STRATEGIES,
+    "color_jitter_impl": config_lib.COLOR_JITTER_IMPLS,
+}
+
+_HELP = {
+    "train_mode": "pretrain (contrastive) or finetune (supervised).",
+    "model_dir": "Folder for checkpoints, TensorBoard summaries, flags.txt and summary.json.",
+    "seed": "Seed of the built-in dataset and of the folder source's held-out split.",
+    "dataset": "'shapes' (built in, no download), 'folder' (an image folder given by "
+               "--data_dir) or a TFDS name (cifar10, imagenet2012_subset/1pct, ...).",
+    "data_dir": "TFDS data_dir, or the image folder for --dataset=folder.",
+    "train_split": "Split to train on.",
+    "eval_split": "Split to evaluate on (CIFAR-10: test).",
+    "cache_dataset": "Cache the decoded images in memory (not for ImageNet).",
+    "image_size": "Input size S; <= 32 uses the CIFAR stem and no eval centre crop.",
+    "train_batch_size": "Global training batch (images; each gives 2 views in pretraining).",
+    "eval_batch_size": "Global evaluation batch.",
+    "train_epochs": "Training length in epochs, used when --train_steps=0.",
+    "train_steps": "Training length in steps; > 0 overrides --train_epochs. Runs stop exactly "
+                   "here.",
+    "eval_steps": "Evaluation steps; 0 evaluates the whole split.",
+    "warmup_epochs": "Linear warm-up length in epochs.",
+    "checkpoint_epochs": "Epochs between checkpoints and evaluations (if --checkpoint_steps=0).",
+    "checkpoint_steps": "Steps between checkpoints and evaluations; > 0 overrides epochs.",
+    "steps_per_loop": "Steps run inside one tf.function between progress lines and summaries; "
+                      "0 = the checkpoint interval.",
+    "keep_checkpoint_max": "Number of complete checkpoints kept.",
+    "keep_hub_module_max": "Number of exported SavedModels kept.",
+    "optimizer": "lars, momentum (Nesterov SGD) or adam.",
+    "learning_rate": "Base learning rate, scaled by --learning_rate_scaling.",
+    "learning_rate_scaling": "linear: lr * B / 256; sqrt: lr * sqrt(B).",
+    "momentum": "Momentum of LARS and of Nesterov SGD.",
+    "weight_decay": "L2 weight decay (inside LARS; added to the loss otherwise).",
+    "batch_norm_decay": "Batch norm moving-average decay.",
+    "temperature": "NT-Xent temperature.",
+    "hidden_norm": "L2-normalise projections in NT-Xent.",
+    "resnet_depth": "ResNet depth: 18, 34, 50, 101, 152 or 200.",
+    "width_multiplier": "ResNet width multiplier (0.25 and 0.5 allowed for small models).",
+    "sk_ratio": "Selective-kernel ratio (SimCLRv2: 0.0625); 0 disables.",
+    "global_bn": "Batch norm statistics over all replicas.",
+    "proj_head_mode": "Projection head: none, linear or nonlinear.",
+    "proj_out_dim": "Output dimension of the projection head.",
+    "num_proj_layers": "Layers of the nonlinear projection head (v2: 3, v1: 2).",
+    "ft_proj_selector": "Projection-head layer that feeds the linear head (0 = encoder output, "
+                        "1 = after the first layer, -1 = last).",
+    "color_jitter_strength": "Colour distortion strength s (0.5 for CIFAR-10).",
+    "color_jitter_impl": "v2 (multiplicative brightness) or v1 (additive).",
+    "use_blur": "Gaussian blur (on device, per image) in pretraining.",
+    "lineareval_while_pretraining": "Train a linear probe on stop-gradient features while "
+                                    "pretraining (reports top-1 during pretraining).",
+    "checkpoint": "Checkpoint (a run's model_dir or a prefix) to fine-tune from; only its "
+                  "encoder and projection head are loaded.",
+    "zero_init_logits_layer": "Start the linear head from zeros.",
+    "fine_tune_after_block": "-1 trains everything; 0..3 freezes the stem and block groups up "
+                             "to that index; 4 freezes the encoder (linear evaluation).",
+    "linear_eval": "Linear evaluation: the same as --fine_tune_after_block=4.",
+    "strategy": "auto, default, mirrored, multi_worker or tpu.",
+    "tpu": "TPU name or address for --strategy=tpu ('local' on a TPU VM).",
+    "use_tpu": "The original's spelling of --strategy=tpu.",
+}
+
+
+def _base_type(annotation):
+    if typing.get_origin(annotation) is typing.Union:  # Optional[X]
+        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS, **defaults):
+    """Defines one flag per Config field; ``defaults`` overrides a program's defaults."""
+    fv = dict(flag_values=flag_values)
+    hints = typing.get_type_hints(config_lib.Config)
+    for field in dataclasses.fields(config_lib.Config):
+        name, default = field.name, defaults.get(field.name, field.default)
+        kind = _base_type(hints[name])
+        if name in _ENUMS:
+            flags.DEFINE_enum(name, default, list(_ENUMS[name]), _HELP[name], **fv)
+        elif kind is bool:
+            flags.DEFINE_bool(name, default, _HELP[name], **fv)
+        elif kind is int:
+            flags.DEFINE_integer(name, default, _HELP[name], **fv)
+        elif kind is float:
+            flags.DEFINE_float(name, default, _HELP[name], **fv)
+        else:
+            flags.DEFINE_string(name, default, _HELP[name], **fv)
+
+
+def config_from_flags(flag_values: flags.FlagValues = FLAGS, **overrides
+                      ) -> config_lib.Config:
+    """The Config of the parsed flags."""
+    values = {f.name: flag_values[f.name].value for f in dataclasses.fields(config_lib.Config)}
+    values.update(overrides)
+    return config_lib.Config(**values)
+
+
+def write_flagfile(cfg: config_lib.Config, path: str):
+    """Writes the resolved values as a flagfile that re-runs the same job."""
+    import tensorflow as tf  # late: keep --help fast
+
+    lines = [f"# {os.path.basename(sys.argv[0])} resolved flags; re-run with --flagfile=this"]
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        lines.append(f"--{field.name}={value}")
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def run_program(main: Callable[[config_lib.Config], None], prog: str):
+    """Runs ``main`` under absl; a bad value ends with one clear line and exit code 2."""
+
+    def _main(argv):
+        if not FLAGS["verbosity"].present:
+            # absl logs INFO by default under app.run; the progress line is the console's
+            # report. --verbosity=0 brings the INFO log back.
+            logging.set_verbosity(logging.WARNING)
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        try:
+            main(config_from_flags())
+        except ValueError as e:
+            sys.stderr.write(f"{prog}: error: {e}\n")
+            sys.exit(2)
+
+    app.run(_main)

@@ -1,0 +1,148 @@
+"""The typed configuration of the training programs, with validation at the boundary.
+
+Field names are the original's flag names wherever a flag means the same thing (SPEC.md §5).
+Deliberate differences: ``use_tpu`` defaults to False and ``strategy='auto'`` picks what the
+machine has; ``dataset`` defaults to the built-in ``shapes`` set; ``global_bn`` defaults to
+True as in the original.
+"""
+
+import dataclasses
+from typing import Optional
+
+from simclr_tf import heads
+from simclr_tf import optim
+from simclr_tf import resnet
+
+TRAIN_MODES = ("pretrain", "finetune")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+COLOR_JITTER_IMPLS = ("v1", "v2")
+
+
+@dataclasses.dataclass
+class Config:
+    """Everything a pretraining, fine-tuning or evaluation run needs."""
+
+    # What to run and where.
+    train_mode: str = "pretrain"
+    model_dir: Optional[str] = None
+    seed: int = 0
+    # Data.
+    dataset: str = "shapes"
+    data_dir: Optional[str] = None
+    train_split: str = "train"
+    eval_split: str = "validation"
+    cache_dataset: bool = False
+    image_size: int = 224
+    # Durations (steps win over epochs when > 0).
+    train_batch_size: int = 512
+    eval_batch_size: int = 256
+    train_epochs: float = 100
+    train_steps: int = 0
+    eval_steps: int = 0
+    warmup_epochs: float = 10
+    checkpoint_epochs: float = 1
+    checkpoint_steps: int = 0
+    steps_per_loop: int = 0
+    keep_checkpoint_max: int = 5
+    keep_hub_module_max: int = 1
+    # Optimisation.
+    optimizer: str = "lars"
+    learning_rate: float = 0.3
+    learning_rate_scaling: str = "linear"
+    momentum: float = 0.9
+    weight_decay: float = 1e-6
+    batch_norm_decay: float = 0.9
+    temperature: float = 0.1
+    hidden_norm: bool = True
+    # Model.
+    resnet_depth: int = 50
+    width_multiplier: float = 1.0
+    sk_ratio: float = 0.0
+    global_bn: bool = True
+    proj_head_mode: str = "nonlinear"
+    proj_out_dim: int = 128
+    num_proj_layers: int = 3
+    ft_proj_selector: int = 0
+    # Augmentation (pretraining).
+    color_jitter_strength: float = 1.0
+    color_jitter_impl: str = "v2"
+    use_blur: bool = True
+    # Pretraining probe and fine-tuning.
+    lineareval_while_pretraining: bool = True
+    checkpoint: Optional[str] = None
+    zero_init_logits_layer: bool = False
+    fine_tune_after_block: int = -1
+    linear_eval: bool = False
+    # Distribution.
+    strategy: str = "auto"
+    tpu: Optional[str] = None
+    use_tpu: bool = False
+
+    def __post_init__(self):
+        if self.linear_eval:
+            # The paper's linear evaluation: a linear classifier on the frozen encoder.
+            self.fine_tune_after_block = 4
+        if self.use_tpu and self.strategy == "auto":
+            self.strategy = "tpu"
+
+    def validate(self) -> "Config":
+        """Raises ValueError naming the first bad value and what would be accepted."""
+        _choice("train_mode", self.train_mode, TRAIN_MODES)
+        _choice("optimizer", self.optimizer, optim.OPTIMIZERS)
+        _choice("learning_rate_scaling", self.learning_rate_scaling, optim.LR_SCALINGS)
+        _choice("proj_head_mode", self.proj_head_mode, heads.PROJ_HEAD_MODES)
+        _choice("strategy", self.strategy, STRATEGIES)
+        _choice("color_jitter_impl", self.color_jitter_impl, COLOR_JITTER_IMPLS)
+        _choice("resnet_depth", self.resnet_depth, tuple(resnet.DEPTHS))
+        for name in ("train_batch_size", "eval_batch_size", "image_size", "proj_out_dim"):
+            _at_least(name, getattr(self, name), 1)
+        for name in ("train_steps", "eval_steps", "checkpoint_steps", "steps_per_loop",
+                     "weight_decay", "warmup_epochs", "momentum", "keep_hub_module_max"):
+            _at_least(name, getattr(self, name), 0)
+        _at_least("keep_checkpoint_max", self.keep_checkpoint_max, 1)
+        _at_least("num_proj_layers", self.num_proj_layers, 1)
+        _positive("temperature", self.temperature)
+        _positive("learning_rate", self.learning_rate)
+        _positive("width_multiplier", self.width_multiplier)
+        if self.train_steps == 0:
+            _positive("train_epochs", self.train_epochs)
+        if self.checkpoint_steps == 0:
+            _positive("checkpoint_epochs", self.checkpoint_epochs)
+        if not 0.0 <= self.color_jitter_strength <= 1.25:
+            raise ValueError(f"--color_jitter_strength={self.color_jitter_strength} must be in "
+                             "[0, 1.25] (contrast and saturation need 1 - 0.8 s >= 0).")
+        if not 0.0 <= self.sk_ratio < 1.0:
+            raise ValueError(f"--sk_ratio={self.sk_ratio} must be in [0, 1) (0.0625 in "
+                             "SimCLRv2; 0 disables selective kernels).")
+        if not 0.0 <= self.batch_norm_decay < 1.0:
+            raise ValueError(f"--batch_norm_decay={self.batch_norm_decay} must be in [0, 1).")
+        if self.fine_tune_after_block not in range(-1, 5):
+            raise ValueError(f"--fine_tune_after_block={self.fine_tune_after_block} must be "
+                             "-1 (train everything) or 0..4 (4 = linear evaluation).")
+        if self.train_mode == "pretrain" and self.fine_tune_after_block != -1:
+            raise ValueError(f"--fine_tune_after_block={self.fine_tune_after_block} (or "
+                             "--linear_eval) applies to fine-tuning only; pretraining trains "
+                             "the whole network.")
+        if self.strategy == "tpu" and not self.tpu:
+            raise ValueError("--strategy=tpu (or --use_tpu) needs --tpu=NAME (the TPU name, "
+                             "'local' on a TPU VM, or a grpc:// address).")
+        if not self.model_dir:
+            raise ValueError("--model_dir is required: the folder for checkpoints, "
+                             "summaries and summary.json.")
+        return self
+
+
+def _choice(name, value, accepted):
+    if value not in accepted:
+        raise ValueError(f"--{name}={value!r} is not supported; use one of "
+                         f"{', '.join(map(str, accepted))}.")
+
+
+def _at_least(name, value, minimum):
+    if value < minimum:
+        raise ValueError(f"--{name}={value} must be >= {minimum}.")
+
+
+def _positive(name, value):
+    if not value > 0:
+        raise ValueError(f"--{name}={value} must be > 0.")

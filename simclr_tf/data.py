@@ -1,0 +1,353 @@
+"""Data sources (TFDS, an image folder, the built-in generated set) and tf.data pipelines.
+
+A source yields ``(image uint8 [H, W, 3], label int32)`` pairs for a split; ``build_dataset``
+turns it into per-replica batches for pretraining (two views stacked on channels, [b, S, S, 6]),
+fine-tuning or evaluation ([b, S, S, 3]). Batch sizes given here are GLOBAL; each input
+pipeline gets ``global / num_replicas`` from its ``tf.distribute.InputContext``.
+"""
+
+import dataclasses
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from simclr_tf import augment
+from simclr_tf import shapes
+
+BUILTIN = shapes.NAME
+FOLDER = "folder"
+MODES = ("pretrain", "finetune", "eval")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+EVAL_FOLDER_NAMES = ("val", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceInfo:
+    """What the training programs need to know about a dataset before reading it."""
+
+    name: str
+    num_classes: int
+    splits: Tuple[str, ...]
+
+
+class Source:
+    """A dataset: ``read(split)`` gives (uint8 image [H, W, 3], int32 label) examples."""
+
+    info: SourceInfo
+
+    def read(self, split: str, input_context: Optional[tf.distribute.InputContext] = None,
+             shuffle_files: bool = False) -> tf.data.Dataset:
+        raise NotImplementedError
+
+    def known_num_examples(self, split: str) -> Optional[int]:
+        """The split's size when the source knows it without reading the data."""
+        return None
+
+    def num_examples(self, split: str) -> int:
+        """The split's size: known, from the dataset's cardinality, or counted."""
+        self.check_split(split)
+        known = self.known_num_examples(split)
+        if known:
+            return known
+        ds = self.read(split)
+        count = int(ds.cardinality())
+        if count < 0:  # unknown or infinite: count once
+            count = int(ds.reduce(np.int64(0), lambda n, _: n + 1))
+        return count
+
+    def check_split(self, split: str):
+        if split not in self.info.splits:
+            raise ValueError(
+                f"split {split!r} does not exist in dataset {self.info.name!r}; its splits "
+                f"are {list(self.info.splits)}.")
+
+
+def _shard(ds: tf.data.Dataset, ctx: Optional[tf.distribute.InputContext]) -> tf.data.Dataset:
+    if ctx is None or ctx.num_input_pipelines == 1:
+        return ds
+    return ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+
+
+class BuiltinSource(Source):
+    """The built-in generated dataset (see ``simclr_tf/shapes.py``): no download needed."""
+
+    def __init__(self, seed: int = 0, image_size: int = shapes.DEFAULT_SIZE,
+                 sizes: Optional[Dict[str, int]] = None):
+        self.seed = seed
+        self.image_size = image_size
+        self.sizes = dict(shapes.DEFAULT_SPLIT_SIZES if sizes is None else sizes)
+        self.info = SourceInfo(BUILTIN, shapes.NUM_CLASSES, tuple(self.sizes))
+        self._cache: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+
+    def arrays(self, split: str) -> Tuple[np.ndarray, np.ndarray]:
+        """The split as NumPy arrays (images uint8 [N, S, S, 3], labels int32 [N])."""
+        self.check_split(split)
+        if split not in self._cache:
+            split_seed = self.seed * 1000 + list(self.sizes).index(split)
+            self._cache[split] = shapes.generate(self.sizes[split], self.image_size, split_seed)
+        return self._cache[split]
+
+    def known_num_examples(self, split: str) -> Optional[int]:
+        self.check_split(split)
+        return self.sizes[split]
+
+    def read(self, split, input_context=None, shuffle_files=False):
+        images, labels = self.arrays(split)
+        return _shard(tf.data.Dataset.from_tensor_slices((images, labels)), input_context)
+
+
+def _list_images(folder: str) -> Tuple[List[str], int]:
+    """Image files directly inside `folder` (sorted), and the number of other files skipped."""
+    files, skipped = [], 0
+    for name in sorted(tf.io.gfile.listdir(folder)):
+        path = os.path.join(folder, name.rstrip("/"))
+        if tf.io.gfile.isdir(path):
+            continue
+        if name.lower().endswith(IMAGE_EXTENSIONS):
+            files.append(path)
+        else:
+            skipped += 1
+    return files, skipped
+
+
+def _class_folders(root: str) -> List[str]:
+    return sorted(n.rstrip("/") for n in tf.io.gfile.listdir(root)
+                  if tf.io.gfile.isdir(os.path.join(root, n.rstrip("/"))))
+
+
+class FolderSource(Source):
+    """Images in class sub-folders: ``data_dir/<class>/<image>``.
+
+    Splits: ``train`` and the eval split from ``data_dir/train/`` and ``data_dir/val/`` (or
+    ``validation/`` or ``test/``) when present; otherwise ``train`` and ``validation`` are a
+    seeded split of each class's files with ``holdout_fraction`` held out. JPEG, PNG, BMP and
+    GIF of any size with 1, 3 or 4 channels are read as RGB. Undecodable files are skipped
+    with a warning instead of stopping a long run.
+    """
+
+    def __init__(self, data_dir: Optional[str], holdout_fraction: float = 0.1, seed: int = 0):
+        if not data_dir:
+            raise ValueError("--data_dir is required with --dataset=folder: the folder that "
+                             "holds one sub-folder of images per class.")
+        if not tf.io.gfile.exists(data_dir):
+            raise ValueError(f"data_dir {data_dir!r} does not exist; it must be a folder with "
+                             "one sub-folder of images per class.")
+        if not tf.io.gfile.isdir(data_dir):
+            raise ValueError(f"data_dir {data_dir!r} is a file, not a folder; it must be a "
+                             "folder with one sub-folder of images per class.")
+        if not 0.0 < holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction={holdout_fraction} must be in (0, 1).")
+        self.data_dir = data_dir
+        subdirs = _class_folders(data_dir)
+        eval_dirs = [d for d in EVAL_FOLDER_NAMES if d in subdirs]
+        if "train" in subdirs:
+            self._files = {"train": self._scan(os.path.join(data_dir, "train"))}
+            for name in eval_dirs:
+                self._files[name] = self._scan(os.path.join(data_dir, name))
+        else:
+            self._files = self._holdout(self._scan(data_dir), holdout_fraction, seed)
+        self.class_names = sorted({c for split in self._files.values() for c, _ in split})
+        index = {c: i for i, c in enumerate(self.class_names)}
+        self._examples = {
+            split: ([p for _, p in items], [index[c] for c, _ in items])
+            for split, items in self._files.items()}
+        self.info = SourceInfo(FOLDER, len(self.class_names), tuple(self._files))
+
+    @staticmethod
+    def _scan(root: str) -> List[Tuple[str, str]]:
+        classes = _class_folders(root)
+        if not classes:
+            raise ValueError(f"data_dir {root!r} has no class sub-folders; put the images of "
+                             "each class in a sub-folder named after the class.")
+        items, skipped = [], 0
+        for c in classes:
+            files, other = _list_images(os.path.join(root, c))
+            skipped += other
+            items += [(c, f) for f in files]
+        if skipped:
+            logging.warning("Skipped %d files without an image extension %s under %s.",
+                            skipped, IMAGE_EXTENSIONS, root)
+        if not items:
+            raise ValueError(f"data_dir {root!r} has class folders {classes[:5]} but no "
+                             f"images in them (accepted extensions: {IMAGE_EXTENSIONS}).")
+        return items
+
+    @staticmethod
+    def _holdout(items, fraction, seed) -> Dict[str, List[Tuple[str, str]]]:
+        rng = np.random.default_rng(seed)
+        train, held = [], []
+        for c in sorted({c for c, _ in items}):
+            files = [it for it in items if it[0] == c]
+            order = rng.permutation(len(files))
+            n_held = int(round(fraction * len(files))) if len(files) > 1 else 0
+            held += [files[i] for i in sorted(order[:n_held])]
+            train += [files[i] for i in sorted(order[n_held:])]
+        return {"train": train, "validation": held}
+
+    def known_num_examples(self, split):
+        self.check_split(split)
+        return len(self._examples[split][0])
+
+    def read(self, split, input_context=None, shuffle_files=False):
+        self.check_split(split)
+        paths, labels = self._examples[split]
+        ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32)))
+        ds = _shard(ds, input_context)
+        if shuffle_files:
+            ds = ds.shuffle(len(paths), reshuffle_each_iteration=True)
+        ds = ds.map(decode_file, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.ignore_errors(log_warning=True)
+
+
+def decode_file(path: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Reads and decodes one image file to uint8 RGB [H, W, 3]."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image, label
+
+
+class TFDSSource(Source):
+    """A TFDS image-classification dataset, read offline from ``data_dir``."""
+
+    def __init__(self, name: str, data_dir: Optional[str] = None):
+        import tensorflow_datasets as tfds  # imported here: it is slow to import
+
+        self._tfds = tfds
+        try:
+            self.builder = tfds.builder(name, data_dir=data_dir)
+        except tfds.core.registered.DatasetNotFoundError as e:
+            raise ValueError(
+                f"unknown dataset {name!r}: use {BUILTIN!r} (built in), {FOLDER!r} (an image "
+                "folder given by --data_dir) or a TFDS name such as 'cifar10', 'stl10', "
+                "'imagenet2012', 'imagenet2012_subset/1pct'.") from e
+        label = self.builder.info.features["label"]
+        splits = tuple(self.builder.info.splits) or ("train", "validation", "test")
+        self.info = SourceInfo(name, int(label.num_classes), splits)
+
+    def known_num_examples(self, split):
+        splits = self.builder.info.splits
+        return splits[split].num_examples if split in splits else None
+
+    def read(self, split, input_context=None, shuffle_files=False):
+        read_config = self._tfds.ReadConfig(
+            input_context=input_context, interleave_cycle_length=16,
+            interleave_block_length=1)
+        try:
+            ds = self.builder.as_dataset(split=split, as_supervised=True,
+                                         shuffle_files=shuffle_files, read_config=read_config)
+        except AssertionError as e:  # TFDS's way of saying "not downloaded and prepared"
+            raise ValueError(
+                f"TFDS dataset {self.info.name!r} is not prepared in data_dir "
+                f"{self.builder.data_dir!r}; simclr_tf never downloads at run time. Prepare it "
+                f"once on a machine with network access: `tfds build {self.info.name} "
+                "--data_dir=DIR` (ImageNet needs its tar files in DIR/downloads/manual), "
+                "then pass --data_dir=DIR.") from e
+        except ValueError as e:
+            raise ValueError(f"cannot read split {split!r} of TFDS dataset "
+                             f"{self.info.name!r}: {e}") from e
+        return ds.map(_to_rgb_uint8, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _to_rgb_uint8(image, label):
+    if image.shape.rank == 3 and image.shape[-1] == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    return tf.image.convert_image_dtype(image, tf.uint8), tf.cast(label, tf.int32)
+
+
+def get_source(dataset: str, data_dir: Optional[str] = None, seed: int = 0,
+               builtin_sizes: Optional[Dict[str, int]] = None) -> Source:
+    """The source for a ``--dataset`` value: the built-in set, ``folder`` or a TFDS name."""
+    if not dataset:
+        raise ValueError(f"dataset={dataset!r}: give {BUILTIN!r}, {FOLDER!r} or a TFDS name.")
+    if dataset == BUILTIN:
+        return BuiltinSource(seed=seed, sizes=builtin_sizes)
+    if dataset == FOLDER:
+        return FolderSource(data_dir, seed=seed)
+    return TFDSSource(dataset, data_dir)
+
+
+def _pretrain_map(image_size, strength, impl):
+    def fn(image, label, seed=None):
+        seeds = (None, None) if seed is None else tf.unstack(
+            tf.random.experimental.stateless_split(seed, 2))
+        views = [augment.preprocess_for_pretrain(image, image_size, strength, impl, seed=s)
+                 for s in seeds]
+        return tf.concat(views, axis=-1), label
+    return fn
+
+
+def build_dataset(source: Source, split: str, mode: str, global_batch_size: int,
+                  image_size: int, input_context: Optional[tf.distribute.InputContext] = None,
+                  color_jitter_strength: float = 1.0, color_jitter_impl: str = "v2",
+                  cache: bool = False, seed: Optional[int] = None,
+                  shuffle_buffer: Optional[int] = None) -> tf.data.Dataset:
+    """A pipeline of per-replica batches ``(images, labels)``.
+
+    Args:
+      source: where the examples come from.
+      split: the split to read.
+      mode: ``pretrain`` (two augmented views stacked on channels: [b, S, S, 6]),
+        ``finetune`` (crop + flip: [b, S, S, 3]) or ``eval`` (centre crop: [b, S, S, 3]).
+        Training modes shuffle, repeat forever and drop the last partial batch; ``eval``
+        reads the split once and keeps it.
+      global_batch_size: the batch over all replicas; this pipeline yields its share.
+      image_size: S.
+      input_context: from ``strategy.distribute_datasets_from_function``.
+      color_jitter_strength, color_jitter_impl: the colour distortion (pretrain only).
+      cache: cache the decoded images (before shuffling and augmentation).
+      seed: makes the augmentation a function of (seed, example position) when given.
+      shuffle_buffer: defaults to the original's per-replica batch x (50 at <= 32 px else 10).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not supported; use one of {MODES}.")
+    num_replicas = input_context.num_replicas_in_sync if input_context else 1
+    training = mode != "eval"
+    check_batch_divides(global_batch_size, num_replicas,
+                        "train_batch_size" if training else "eval_batch_size")
+    batch = global_batch_size // num_replicas
+    ds = source.read(split, input_context, shuffle_files=training)
+    if cache:
+        ds = ds.cache()
+    if training:
+        buffer = shuffle_buffer or batch * (50 if image_size <= 32 else 10)
+        ds = ds.shuffle(buffer, seed=seed).repeat()
+    if mode == "pretrain":
+        fn = _pretrain_map(image_size, color_jitter_strength, color_jitter_impl)
+    elif mode == "finetune":
+        fn = lambda im, lb, seed=None: (  # noqa: E731
+            augment.preprocess_for_finetune(im, image_size, seed=seed), lb)
+    else:
+        fn = lambda im, lb: (augment.preprocess_for_eval(im, image_size), lb)  # noqa: E731
+    if training and seed is not None:
+        ds = ds.enumerate().map(
+            lambda i, ex: fn(*ex, seed=tf.stack([tf.cast(seed, tf.int64), i])),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch, drop_remainder=training)
+    if training:
+        options = tf.data.Options()
+        options.deterministic = seed is not None
+        ds = ds.with_options(options)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def check_batch_divides(global_batch_size: int, num_replicas: int, flag: str):
+    """A clear error when a global batch does not split evenly across replicas."""
+    if global_batch_size < 1 or global_batch_size % num_replicas:
+        nearest = max(num_replicas, global_batch_size // num_replicas * num_replicas)
+        raise ValueError(
+            f"--{flag}={global_batch_size} must be a positive multiple of the number of "
+            f"replicas ({num_replicas}), e.g. {nearest}.")
+
+
+def class_names(source: Source) -> Sequence[str]:
+    """Human-readable class names when the source has them, else the class indices."""
+    if isinstance(source, FolderSource):
+        return source.class_names
+    if isinstance(source, BuiltinSource):
+        return shapes.CLASS_NAMES
+    return [str(i) for i in range(source.info.num_classes)]

@@ -1,0 +1,126 @@
+"""The SimCLR model: ResNet encoder f, projection head g and an optional linear head.
+
+The model takes images [B, H, W, 3k]: k views of each image stacked on the channel axis (the
+original's input layout, so the input pipeline can emit one tensor). It splits the views and
+concatenates them along the batch, so one forward pass sees all kB images and batch norm
+normalises over both views together. Every output is [kB, ...], view 1 first.
+"""
+
+from typing import Dict, Optional
+
+import tensorflow as tf
+import tf_keras as keras
+
+from simclr_tf import endpoints as ep
+from simclr_tf import heads as heads_lib
+from simclr_tf import resnet
+
+MODES = ("pretrain", "finetune")
+
+
+def split_views(images: tf.Tensor) -> tf.Tensor:
+    """[B, H, W, 3k] -> [kB, H, W, 3]: the k views concatenated along the batch."""
+    channels = images.shape[-1]
+    if channels is None or channels % 3:
+        raise ValueError(
+            f"images must have 3 channels per view (3, 6, ...); got {channels} channels in "
+            f"shape {images.shape}.")
+    num_views = channels // 3
+    if num_views == 1:
+        return images
+    return tf.concat(tf.split(images, num_views, axis=-1), axis=0)
+
+
+class SimCLRModel(keras.Model):
+    """Encoder + projection head (+ linear head), returning a dict keyed by endpoint names.
+
+    Args:
+      encoder: a ``resnet.ResNet`` (or any layer mapping images to [B, C] that accepts
+        ``return_endpoints``).
+      projection_head: a ``heads.ProjectionHead``.
+      supervised_head: a ``heads.SupervisedHead`` or None.
+      mode: ``pretrain``: the supervised head reads ``stop_gradient`` of its tap, so labels
+        never reach the encoder or the projection head (the online linear probe).
+        ``finetune``: gradients flow from the supervised head into the network, except into
+        the parts the encoder freezes. With the encoder fully frozen
+        (``fine_tune_after_block=4``, linear evaluation) the projection head is frozen too
+        and runs its batch norm in inference mode.
+    """
+
+    def __init__(self, encoder: keras.layers.Layer, projection_head: heads_lib.ProjectionHead,
+                 supervised_head: Optional[heads_lib.SupervisedHead] = None,
+                 mode: str = "pretrain", name: str = "simclr", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r} is not supported; use one of {MODES}.")
+        self.encoder = encoder
+        self.projection_head = projection_head
+        self.supervised_head = supervised_head
+        self.mode = mode
+        self.projection_head_frozen = (
+            mode == "finetune" and getattr(encoder, "fine_tune_after_block", -1) >= 4)
+        if self.projection_head_frozen:
+            self.projection_head.trainable = False
+
+    def call(self, images, training=None, return_endpoints: bool = False
+             ) -> Dict[str, tf.Tensor]:
+        """Runs the model.
+
+        Args:
+          images: float [B, H, W, 3k] in [0, 1], k >= 1 views stacked on channels.
+          training: batch-norm mode (batch statistics and moving-average updates when True).
+          return_endpoints: also return the encoder's endpoints (stem, block groups).
+
+        Returns:
+          A dict: ``final_avg_pool`` and ``proj_head_input`` [kB, C] (the same tensor),
+          ``proj_head_output`` [kB, proj_out_dim], ``logits_sup`` [kB, K] when there is a
+          supervised head, and with ``return_endpoints`` every ``endpoints.ENCODER_ENDPOINTS``.
+        """
+        x = split_views(images)
+        outputs = {}
+        if return_endpoints:
+            outputs.update(self.encoder(x, training=training, return_endpoints=True))
+            h = outputs[ep.FINAL_AVG_POOL]
+        else:
+            h = self.encoder(x, training=training)
+        head_training = False if self.projection_head_frozen else training
+        head_input = tf.stop_gradient(h) if self.projection_head_frozen else h
+        z, hiddens = self.projection_head(head_input, training=head_training)
+        outputs[ep.FINAL_AVG_POOL] = h
+        outputs[ep.PROJ_HEAD_INPUT] = h
+        outputs[ep.PROJ_HEAD_OUTPUT] = z
+        if self.supervised_head is not None:
+            tap = self.projection_head.select(hiddens)
+            if self.mode == "pretrain" or self.projection_head_frozen:
+                # The probe must not leak labels into the representation it measures.
+                tap = tf.stop_gradient(tap)
+            outputs[ep.LOGITS_SUP] = self.supervised_head(tap, training=training)
+        return outputs
+
+
+def build_model(resnet_depth: int = 50, width_multiplier: float = 1, sk_ratio: float = 0.0,
+                image_size: int = 224, global_bn: bool = False, bn_decay: float = 0.9,
+                proj_head_mode: str = "nonlinear", num_proj_layers: int = 3,
+                proj_out_dim: int = 128, ft_proj_selector: int = 0,
+                num_classes: Optional[int] = None, mode: str = "pretrain",
+                fine_tune_after_block: int = -1, zero_init_logits_layer: bool = False,
+                ) -> SimCLRModel:
+    """Builds a SimCLRModel from the original's flag values.
+
+    The CIFAR stem (3x3 stride 1, no max-pool) is used for ``image_size`` <= 32, as in the
+    original. ``num_classes`` None or 0 builds no supervised head. Call the model once (e.g.
+    on ``tf.zeros([1, image_size, image_size, 3])``) to create its variables.
+    """
+    if mode == "pretrain" and fine_tune_after_block != -1:
+        raise ValueError(
+            f"fine_tune_after_block={fine_tune_after_block} applies to fine-tuning only; "
+            "pretraining trains the whole network (use -1).")
+    encoder = resnet.build_resnet(
+        resnet_depth, width_multiplier=width_multiplier, sk_ratio=sk_ratio,
+        cifar_stem=image_size <= 32, global_bn=global_bn, bn_decay=bn_decay,
+        fine_tune_after_block=fine_tune_after_block)
+    head = heads_lib.build_projection_head(
+        proj_head_mode, num_proj_layers, proj_out_dim, ft_proj_selector,
+        global_bn=global_bn, bn_decay=bn_decay)
+    supervised = heads_lib.build_supervised_head(num_classes, zero_init=zero_init_logits_layer)
+    return SimCLRModel(encoder, head, supervised, mode=mode)

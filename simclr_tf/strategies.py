@@ -1,0 +1,71 @@
+"""Choosing a tf.distribute strategy from ``--strategy`` (and ``--tpu``)."""
+
+import json
+import os
+from typing import Optional
+
+import tensorflow as tf
+
+
+def _num_workers_in_tf_config() -> int:
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw:
+        return 0
+    try:
+        cluster = json.loads(raw).get("cluster", {})
+    except json.JSONDecodeError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({e}): {raw[:200]!r}") from e
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def resolve_name(name: str, tpu: Optional[str] = None) -> str:
+    """What ``auto`` means on this machine; other names are returned unchanged."""
+    if name != "auto":
+        return name
+    if tpu:
+        return "tpu"
+    if _num_workers_in_tf_config() > 1:
+        return "multi_worker"
+    if tf.config.list_physical_devices("GPU"):
+        return "mirrored"
+    return "default"
+
+
+def get_strategy(name: str = "auto", tpu: Optional[str] = None) -> tf.distribute.Strategy:
+    """The strategy for ``name``.
+
+    Args:
+      name: ``default`` (one device, no distribution), ``mirrored`` (every local GPU, else the
+        CPU), ``multi_worker`` (MultiWorkerMirroredStrategy configured by ``TF_CONFIG``),
+        ``tpu`` (TPUStrategy on ``tpu``), or ``auto``: a TPU when ``tpu`` is given, several
+        workers when ``TF_CONFIG`` lists them, all local GPUs when there are any, else
+        ``default``.
+      tpu: the TPU name or address (``local`` on a TPU VM).
+
+    Raises:
+      ValueError: an unknown name, or a strategy this machine cannot provide.
+    """
+    name = resolve_name(name, tpu)
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if _num_workers_in_tf_config() < 1:
+            raise ValueError("--strategy=multi_worker needs TF_CONFIG describing the cluster "
+                             "(see the README's 'Scaling out' section).")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        if not tpu:
+            raise ValueError("--strategy=tpu needs --tpu=NAME ('local' on a TPU VM).")
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError, RuntimeError) as e:
+            raise ValueError(f"--strategy=tpu: cannot reach TPU {tpu!r} from this machine "
+                             f"({type(e).__name__}: {str(e)[:200]}). Use --strategy=auto or "
+                             "default to run on the CPU/GPUs here.") from e
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"--strategy={name!r} is not supported; use one of auto, default, "
+                     "mirrored, multi_worker, tpu.")

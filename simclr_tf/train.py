@@ -1,0 +1,327 @@
+"""The training programs as library functions: ``pretrain``, ``finetune`` and ``evaluate``.
+
+Each reads top to bottom in phases: input, model and optimizer, restore-or-initialise, the
+step (``steps_per_loop`` steps inside one tf.function, driven by orbit), the loop, and the
+final evaluation and ``summary.json``. Only ``simclr_tf/cli`` reads flags; these take a
+``config.Config``.
+"""
+
+import json
+import os
+import time
+from typing import Dict, Optional
+
+import orbit
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
+
+from simclr_tf import augment
+from simclr_tf import checkpoints
+from simclr_tf import config as config_lib
+from simclr_tf import data as data_lib
+from simclr_tf import endpoints as ep
+from simclr_tf import losses
+from simclr_tf import metrics as metrics_lib
+from simclr_tf import model as model_lib
+from simclr_tf import optim
+from simclr_tf import strategies
+
+SUMMARY_FILE = "summary.json"
+
+# orbit prints every loop's whole output dict; our progress line says the same in one line,
+# so orbit's messages go to the INFO log only.
+orbit.controller._log = logging.info  # noqa: SLF001
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def _build_model(cfg: config_lib.Config, num_classes: Optional[int]) -> model_lib.SimCLRModel:
+    model = model_lib.build_model(
+        resnet_depth=cfg.resnet_depth, width_multiplier=cfg.width_multiplier,
+        sk_ratio=cfg.sk_ratio, image_size=cfg.image_size, global_bn=cfg.global_bn,
+        bn_decay=cfg.batch_norm_decay, proj_head_mode=cfg.proj_head_mode,
+        num_proj_layers=cfg.num_proj_layers, proj_out_dim=cfg.proj_out_dim,
+        ft_proj_selector=cfg.ft_proj_selector, num_classes=num_classes, mode=cfg.train_mode,
+        fine_tune_after_block=cfg.fine_tune_after_block,
+        zero_init_logits_layer=cfg.zero_init_logits_layer)
+    # Create every variable now, so restoring assigns at once and shape errors surface here.
+    model(tf.zeros([1, cfg.image_size, cfg.image_size, 3]), training=False)
+    return model
+
+
+class Trainer(orbit.StandardTrainer):
+    """One training step for pretraining (NT-Xent + probe) or fine-tuning (cross-entropy)."""
+
+    def __init__(self, cfg, strategy, model, optimizer, dataset, total_steps, steps_per_epoch):
+        self.cfg, self.strategy, self.model, self.optimizer = cfg, strategy, model, optimizer
+        self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
+        self.pretraining = cfg.train_mode == "pretrain"
+        names = ["loss", "weight_decay"]
+        if self.pretraining:
+            names += ["contrast_loss", "contrast_acc", "contrast_entropy"]
+        if model.supervised_head is not None:
+            names += ["supervised_loss", "supervised_acc"]
+        with strategy.scope():
+            self.metrics = {n: keras.metrics.Mean(n, dtype=tf.float32) for n in names}
+            self.first_nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        self._loop_start = None
+        super().__init__(dataset, orbit.StandardTrainerOptions(use_tf_while_loop=True))
+
+    def train_loop_begin(self):
+        for metric in self.metrics.values():
+            metric.reset_state()
+        self._loop_start = (time.time(), int(self.optimizer.iterations.numpy()))
+
+    def train_step(self, iterator):
+        loss = self.strategy.run(self._step_fn, args=(next(iterator),))
+        loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+        step = self.optimizer.iterations
+        bad = tf.logical_and(tf.logical_not(tf.math.is_finite(loss)),
+                             self.first_nonfinite_step < 0)
+        self.first_nonfinite_step.assign(tf.where(bad, step, self.first_nonfinite_step))
+
+    def _step_fn(self, inputs):
+        images, labels = inputs
+        num_replicas = self.strategy.num_replicas_in_sync
+        if self.pretraining and self.cfg.use_blur:
+            # On device, per image (independent sigma and coin), never in the exported model.
+            views = tf.split(images, 2, axis=-1)
+            images = tf.concat([augment.batch_random_blur(v) for v in views], axis=-1)
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            outputs = self.model(images, training=True)
+            loss = 0.0
+            if self.pretraining:
+                z1, z2 = tf.split(outputs[ep.PROJ_HEAD_OUTPUT], 2, axis=0)
+                con_loss, logits, con_labels = losses.nt_xent(
+                    z1, z2, self.cfg.temperature, normalize=self.cfg.hidden_norm)
+                loss += con_loss
+                self.metrics["contrast_loss"].update_state(con_loss)
+                self.metrics["contrast_acc"].update_state(
+                    metrics_lib.contrastive_accuracy(logits, con_labels))
+                self.metrics["contrast_entropy"].update_state(
+                    metrics_lib.contrastive_entropy(logits))
+                labels = tf.concat([labels, labels], axis=0)  # the probe sees both views
+            if ep.LOGITS_SUP in outputs:
+                sup_loss = losses.supervised_cross_entropy(labels, outputs[ep.LOGITS_SUP])
+                loss += sup_loss
+                self.metrics["supervised_loss"].update_state(sup_loss)
+                self.metrics["supervised_acc"].update_state(
+                    metrics_lib.top_k_accuracy(labels, outputs[ep.LOGITS_SUP], 1))
+            decay = optim.weight_decay_loss(variables, self.cfg.weight_decay, self.cfg.optimizer)
+            loss += decay
+            # apply_gradients sums over replicas: dividing gives the mean gradient.
+            scaled_loss = loss / num_replicas
+        grads = tape.gradient(scaled_loss, variables)
+        # Variables that do not reach the loss (e.g. the projection head when fine-tuning
+        # from its input) have no gradient; leave them out rather than warn every step.
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        self.optimizer.apply_gradients(pairs)
+        self.metrics["loss"].update_state(loss)
+        self.metrics["weight_decay"].update_state(decay)
+        return scaled_loss
+
+    def train_loop_end(self) -> Dict[str, float]:
+        step = int(self.optimizer.iterations.numpy())
+        bad_step = int(self.first_nonfinite_step.numpy())
+        if bad_step >= 0:
+            raise NonFiniteLossError(
+                f"the training loss became non-finite at step {bad_step} (loss "
+                f"{float(self.metrics['loss'].result()):.4g}); stopping before it is saved. "
+                "Lower --learning_rate, check the data, or resume from the last checkpoint.")
+        logs = {n: float(m.result()) for n, m in self.metrics.items()}
+        logs["learning_rate"] = float(_current_lr(self.optimizer))
+        start_time, start_step = self._loop_start
+        elapsed = max(time.time() - start_time, 1e-9)
+        examples_per_sec = (step - start_step) * self.cfg.train_batch_size / elapsed
+        logs["examples_per_sec"] = examples_per_sec
+        remaining = (self.total_steps - step) * self.cfg.train_batch_size / max(
+            examples_per_sec, 1e-9)
+        epoch = step / max(self.steps_per_epoch, 1)
+        main = "contrast_acc" if self.pretraining else "supervised_acc"
+        extra = f" | {main} {logs[main]:.3f}" if main in logs else ""
+        print(f"step {step}/{self.total_steps} | epoch {epoch:.2f} | loss {logs['loss']:.4f}"
+              f"{extra} | {examples_per_sec:.1f} examples/s | "
+              f"ETA {_format_duration(remaining)}", flush=True)
+        return logs
+
+
+class Evaluator(orbit.StandardEvaluator):
+    """Top-1 / top-5 of the supervised head on centre-cropped eval images."""
+
+    def __init__(self, strategy, model, dataset, num_classes):
+        self.strategy, self.model = strategy, model
+        with strategy.scope():
+            self.top1 = keras.metrics.SparseTopKCategoricalAccuracy(1, name="top1")
+            self.top5 = keras.metrics.SparseTopKCategoricalAccuracy(
+                min(5, num_classes), name="top5")
+        super().__init__(dataset)
+
+    def eval_begin(self):
+        self.top1.reset_state()
+        self.top5.reset_state()
+
+    def eval_step(self, iterator):
+        def step_fn(inputs):
+            images, labels = inputs
+            logits = self.model(images, training=False)[ep.LOGITS_SUP]
+            self.top1.update_state(labels, logits)
+            self.top5.update_state(labels, logits)
+        self.strategy.run(step_fn, args=(next(iterator),))
+
+    def eval_end(self):
+        return {"top1": float(self.top1.result()), "top5": float(self.top5.result())}
+
+
+def _current_lr(optimizer):
+    lr = optimizer.learning_rate
+    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+        return lr(optimizer.iterations)
+    return lr
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _write_json(path: str, payload: Dict):
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _read_json(path: str) -> Dict:
+    if not tf.io.gfile.exists(path):
+        return {}
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = None
+        ) -> Dict[str, float]:
+    """Trains (pretraining or fine-tuning, by ``cfg.train_mode``), evaluates, and returns the
+    metrics written to ``model_dir/summary.json``.
+
+    ``strategy`` overrides ``cfg.strategy`` (for notebooks and tests that already built one).
+    """
+    cfg.validate()
+    tf.io.gfile.makedirs(cfg.model_dir)
+    strategy = strategy or strategies.get_strategy(cfg.strategy, cfg.tpu)
+    num_replicas = strategy.num_replicas_in_sync
+    data_lib.check_batch_divides(cfg.train_batch_size, num_replicas, "train_batch_size")
+    data_lib.check_batch_divides(cfg.eval_batch_size, num_replicas, "eval_batch_size")
+
+    # Input.
+    source = data_lib.get_source(cfg.dataset, cfg.data_dir, seed=cfg.seed)
+    num_train = source.num_examples(cfg.train_split)
+    source.check_split(cfg.train_split)
+    source.check_split(cfg.eval_split)
+    steps_per_epoch = max(1, round(num_train / cfg.train_batch_size))
+    total_steps = optim.total_train_steps(num_train, cfg.train_batch_size, cfg.train_epochs,
+                                          cfg.train_steps)
+    warmup_steps = optim.epochs_to_steps(cfg.warmup_epochs, num_train, cfg.train_batch_size)
+    checkpoint_steps = cfg.checkpoint_steps or max(1, optim.epochs_to_steps(
+        cfg.checkpoint_epochs, num_train, cfg.train_batch_size))
+    steps_per_loop = min(cfg.steps_per_loop or checkpoint_steps, total_steps)
+    pretraining = cfg.train_mode == "pretrain"
+    train_ds = strategy.distribute_datasets_from_function(
+        lambda ctx: data_lib.build_dataset(
+            source, cfg.train_split, "pretrain" if pretraining else "finetune",
+            cfg.train_batch_size, cfg.image_size, ctx,
+            color_jitter_strength=cfg.color_jitter_strength,
+            color_jitter_impl=cfg.color_jitter_impl, cache=cfg.cache_dataset))
+
+    # Model and optimizer.
+    with_head = (not pretraining) or cfg.lineareval_while_pretraining
+    num_classes = source.info.num_classes if with_head else None
+    with strategy.scope():
+        model = _build_model(cfg, num_classes)
+        peak_lr = optim.scale_learning_rate(cfg.learning_rate, cfg.train_batch_size,
+                                            cfg.learning_rate_scaling)
+        schedule = optim.WarmUpAndCosineDecay(peak_lr, warmup_steps, total_steps)
+        optimizer = optim.build_optimizer(cfg.optimizer, schedule, cfg.momentum,
+                                          cfg.weight_decay)
+        global_step = optimizer.iterations
+
+    # Restore-or-initialise: the newest checkpoint in model_dir wins; otherwise fine-tuning
+    # starts from --checkpoint (encoder and projection head only).
+    init_fn = None
+    if cfg.checkpoint:
+        init_fn = lambda: checkpoints.restore_pretrained(model, cfg.checkpoint)  # noqa: E731
+    elif not pretraining:
+        logging.warning("Fine-tuning without --checkpoint: the encoder starts from random "
+                        "initialisation.")
+    manager = checkpoints.make_manager(model, optimizer, cfg.model_dir, cfg.keep_checkpoint_max,
+                                       checkpoint_steps, init_fn)
+
+    trainer = Trainer(cfg, strategy, model, optimizer, train_ds, total_steps, steps_per_epoch)
+    evaluator = None
+    if model.supervised_head is not None:
+        eval_ds = strategy.distribute_datasets_from_function(
+            lambda ctx: data_lib.build_dataset(source, cfg.eval_split, "eval",
+                                               cfg.eval_batch_size, cfg.image_size, ctx))
+        evaluator = Evaluator(strategy, model, eval_ds, source.info.num_classes)
+    controller = orbit.Controller(
+        strategy=strategy, trainer=trainer, evaluator=evaluator, global_step=global_step,
+        steps_per_loop=steps_per_loop, checkpoint_manager=manager,
+        summary_interval=steps_per_loop, summary_dir=os.path.join(cfg.model_dir, "train"),
+        eval_summary_dir=os.path.join(cfg.model_dir, "eval"))
+
+    # The loop. Evaluation runs every checkpoint interval and at the end.
+    print(f"{cfg.train_mode}: {num_train} training examples, batch {cfg.train_batch_size} "
+          f"on {num_replicas} replica(s), {total_steps} steps ({warmup_steps} warm-up), "
+          f"peak learning rate {peak_lr:.4g}", flush=True)
+    start_step = int(global_step.numpy())
+    if start_step:
+        print(f"resumed from {manager.latest_checkpoint} at step {start_step}", flush=True)
+    eval_result = None
+    if evaluator is not None:
+        eval_result = controller.train_and_evaluate(total_steps, cfg.eval_steps or -1,
+                                                    checkpoint_steps)
+    else:
+        controller.train(total_steps)
+
+    # Final metrics: the last training loop's and the final evaluation's.
+    summary_path = os.path.join(cfg.model_dir, SUMMARY_FILE)
+    trained = int(global_step.numpy()) > start_step
+    summary = {} if trained else _read_json(summary_path)
+    if trained:
+        summary.update({k: float(m.result()) for k, m in trainer.metrics.items()})
+    if evaluator is not None:
+        if eval_result is None:  # nothing left to train: evaluate what is there
+            eval_result = controller.evaluate(cfg.eval_steps or -1)
+        summary.update({k: float(eval_result[k]) for k in ("top1", "top5")})
+    summary["global_step"] = int(global_step.numpy())
+    _write_json(summary_path, summary)
+    print(f"{cfg.train_mode} done: " + ", ".join(
+        f"{k} = {v:.4f}" if isinstance(v, float) else f"{k} = {v}"
+        for k, v in sorted(summary.items())), flush=True)
+    return summary
+
+
+def evaluate(cfg: config_lib.Config, checkpoint_path: Optional[str] = None,
+             strategy: Optional[tf.distribute.Strategy] = None) -> Dict[str, float]:
+    """Top-1 / top-5 of a checkpoint (default: the newest in model_dir) on ``eval_split``."""
+    cfg.validate()
+    strategy = strategy or strategies.get_strategy(cfg.strategy, cfg.tpu)
+    data_lib.check_batch_divides(cfg.eval_batch_size, strategy.num_replicas_in_sync,
+                                 "eval_batch_size")
+    source = data_lib.get_source(cfg.dataset, cfg.data_dir, seed=cfg.seed)
+    with strategy.scope():
+        model = _build_model(cfg, source.info.num_classes)
+    path = checkpoints.restore_for_eval(model, checkpoint_path or cfg.model_dir)
+    eval_ds = strategy.distribute_datasets_from_function(
+        lambda ctx: data_lib.build_dataset(source, cfg.eval_split, "eval", cfg.eval_batch_size,
+                                           cfg.image_size, ctx))
+    evaluator = Evaluator(strategy, model, eval_ds, source.info.num_classes)
+    result = {k: float(v) for k, v in evaluator.evaluate(
+        tf.constant(cfg.eval_steps or -1)).items()}
+    result["checkpoint"] = path
+    print("eval: " + ", ".join(f"{k} = {v}" for k, v in result.items()), flush=True)
+    return result
+

@@ -1,0 +1,89 @@
+"""Every flagfile parses into a valid Config; flags.txt round-trips; the CLI fails clearly."""
+
+import dataclasses
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from simclr_tf.cli import flags as cli_flags
+from simclr_tf.config import Config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "flags", "*.flags")))
+
+
+def _parse(argv, train_mode="pretrain"):
+    fv = flags.FlagValues()
+    cli_flags.define_flags(flag_values=fv, train_mode=train_mode)
+    fv(["prog", *argv])
+    return cli_flags.config_from_flags(fv)
+
+
+def test_the_paper_configurations_are_all_there():
+    names = {os.path.basename(f) for f in FLAGFILES}
+    assert {"smoke.flags", "demo.flags", "cifar10_pretrain.flags", "cifar10_linear_eval.flags",
+            "cifar10_finetune.flags", "imagenet_pretrain.flags", "imagenet_linear_eval.flags",
+            "imagenet_finetune_1pct.flags", "imagenet_finetune_10pct.flags"} <= names
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
+def test_flagfile_parses_and_validates(path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # nested --flagfile paths are relative to the repository
+    mode = "finetune" if ("finetune" in path or "linear_eval" in path) else "pretrain"
+    cfg = _parse([f"--flagfile={path}", "--model_dir=/tmp/x"], mode)
+    cfg.validate()
+    for line in open(path):
+        line = line.strip()
+        if line.startswith("--"):
+            # absl keeps a trailing comment in the value: comments go on their own lines.
+            assert " #" not in line and "\t#" not in line, line
+    if "imagenet_pretrain" in path:
+        assert (cfg.train_batch_size, cfg.learning_rate, cfg.learning_rate_scaling,
+                cfg.temperature, cfg.weight_decay, cfg.num_proj_layers) == (
+                    4096, 0.075, "sqrt", 0.1, 1e-4, 3)
+    if "cifar10_pretrain" in path:
+        assert (cfg.train_batch_size, cfg.train_epochs, cfg.learning_rate, cfg.weight_decay,
+                cfg.temperature, cfg.resnet_depth, cfg.image_size, cfg.color_jitter_strength,
+                cfg.use_blur, cfg.eval_split) == (512, 1000, 1.0, 1e-4, 0.5, 18, 32, 0.5,
+                                                  False, "test")
+    if "linear_eval" in path:
+        assert cfg.fine_tune_after_block == 4 and cfg.optimizer == "momentum"
+        assert cfg.learning_rate == 0.1 and cfg.warmup_epochs == 0
+    if "imagenet_finetune_1pct" in path:
+        assert (cfg.dataset, cfg.train_epochs, cfg.learning_rate, cfg.train_batch_size,
+                cfg.ft_proj_selector) == ("imagenet2012_subset/1pct", 60, 0.005, 1024, 1)
+    if "imagenet_finetune_10pct" in path:
+        assert (cfg.dataset, cfg.train_epochs) == ("imagenet2012_subset/10pct", 30)
+
+
+def test_resolved_flags_file_round_trips(tmp_path):
+    cfg = Config(model_dir=str(tmp_path), train_mode="finetune", linear_eval=True,
+                 learning_rate=0.125, dataset="folder", data_dir="/data/x y",
+                 checkpoint="/runs/a", use_blur=False, width_multiplier=0.25)
+    path = str(tmp_path / "flags.txt")
+    cli_flags.write_flagfile(cfg, path)
+    again = _parse([f"--flagfile={path}"], "finetune")
+    assert dataclasses.asdict(again) == dataclasses.asdict(cfg)
+
+
+def test_unknown_enum_value_is_rejected_by_name():
+    with pytest.raises(flags.IllegalFlagValueError, match="proj_head_mode"):
+        _parse(["--proj_head_mode=mlp"])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model_dir=/tmp/x", "--learning_rate=-1"], "--learning_rate=-1.0 must be > 0"),
+    (["--resnet_depth=19", "--model_dir=/tmp/x"], "--resnet_depth=19 is not supported"),
+    (["--fine_tune_after_block=2", "--model_dir=/tmp/x"], "applies to fine-tuning only"),
+    ([], "--model_dir is required"),
+])
+def test_bad_values_end_with_one_clear_line(argv, message):
+    proc = subprocess.run([sys.executable, "-m", "simclr_tf.cli.pretrain", *argv],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("simclr-pretrain: error:") and message in last, proc.stderr

@@ -1,0 +1,230 @@
+"""The SimCLR ResNet: parameter counts of the original, shapes, padding, zero-init, naming,
+freezing, and synchronised batch norm across replicas."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+import simclr_tf  # noqa: F401
+from simclr_tf import endpoints as ep
+from simclr_tf import resnet
+
+
+def _count(model):
+    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+
+
+def _built(size=16, **kwargs):
+    args = dict(depth=18, width_multiplier=0.25, cifar_stem=size <= 32)
+    args.update(kwargs)
+    model = resnet.build_resnet(**args)
+    model(tf.zeros([1, size, size, 3]), training=False)
+    return model
+
+
+@pytest.mark.parametrize("kwargs,size,expected", [
+    (dict(depth=50), 64, 23_508_032),
+    (dict(depth=18), 64, 11_180_736),
+    (dict(depth=18, cifar_stem=True), 32, 11_173_056),
+    (dict(depth=50, sk_ratio=0.0625), 64, 35_215_584),
+])
+def test_parameter_counts_equal_the_originals(kwargs, size, expected):
+    model = resnet.build_resnet(**kwargs)
+    model(tf.zeros([1, size, size, 3]), training=False)
+    assert _count(model) == expected
+
+
+def _expected_basic_count(width, blocks, cifar_stem):
+    """Trainable parameters of a basic-block ResNet, from the layout (conv + BN gamma/beta)."""
+    c = [int(round(f * width)) for f in (64, 128, 256, 512)]
+    stem = (3 * 3 if cifar_stem else 7 * 7) * 3 * c[0] + 2 * c[0]
+    total, cin = stem, c[0]
+    for filters, n in zip(c, blocks):
+        for i in range(n):
+            total += 9 * cin * filters + 2 * filters + 9 * filters * filters + 2 * filters
+            if i == 0:
+                total += cin * filters + 2 * filters
+            cin = filters
+    return total
+
+
+@pytest.mark.parametrize("depth,width,cifar", [(18, 0.25, True), (34, 0.5, False)])
+def test_small_parameter_counts_follow_the_layout(depth, width, cifar):
+    model = _built(size=32 if cifar else 64, depth=depth, width_multiplier=width,
+                   cifar_stem=cifar)
+    assert _count(model) == _expected_basic_count(width, resnet.DEPTHS[depth][1], cifar)
+
+
+@pytest.mark.parametrize("depth,expected_dim", [(18, 128), (50, 512)])
+def test_output_and_endpoint_shapes(depth, expected_dim):
+    model = _built(size=64, depth=depth, cifar_stem=False)
+    assert model.feature_dim == expected_dim
+    images = tf.random.uniform([2, 64, 64, 3], seed=1)
+    features = model(images, training=False)
+    assert features.shape == (2, expected_dim)
+    out = model(images, training=False, return_endpoints=True)
+    assert set(out) == set(ep.ENCODER_ENDPOINTS)
+    assert out[ep.INITIAL_CONV].shape == (2, 32, 32, 16)  # 7x7 stride 2
+    assert out[ep.INITIAL_MAX_POOL].shape == (2, 16, 16, 16)
+    widths = [16, 32, 64, 128] if depth == 18 else [64, 128, 256, 512]
+    for i, (name, side) in enumerate(zip(ep.BLOCK_GROUPS, (16, 8, 4, 2))):
+        assert out[name].shape == (2, side, side, widths[i])
+    np.testing.assert_allclose(out[ep.FINAL_AVG_POOL].numpy(),
+                               out[ep.BLOCK_GROUPS[3]].numpy().mean(axis=(1, 2)), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(out[ep.FINAL_AVG_POOL].numpy(), features.numpy(), rtol=1e-5)
+
+
+def test_cifar_stem_keeps_the_resolution():
+    model = _built(size=16)
+    out = model(tf.zeros([1, 16, 16, 3]), return_endpoints=True)
+    assert out[ep.INITIAL_CONV].shape == (1, 16, 16, 16)
+    assert out[ep.INITIAL_MAX_POOL].shape == (1, 16, 16, 16)
+    assert out[ep.BLOCK_GROUPS[3]].shape == (1, 2, 2, 128)
+
+
+def test_fixed_padding_of_strided_convolutions():
+    conv = resnet._Conv(1, 3, 2)
+    x = np.arange(7 * 7, dtype=np.float32).reshape(1, 7, 7, 1)
+    conv(x)
+    conv.conv.kernel.assign(tf.ones([3, 3, 1, 1]))
+    out = conv(x).numpy()[0, :, :, 0]
+    # Reference: pad 1 before and 1 after (k - 1 = 2 in total), 3x3 sums at stride 2.
+    padded = np.pad(x[0, :, :, 0], ((1, 1), (1, 1)))
+    expected = np.array([[padded[i:i + 3, j:j + 3].sum() for j in range(0, 7, 2)]
+                         for i in range(0, 7, 2)])
+    np.testing.assert_array_equal(out, expected)
+    # An even size: 8 -> 4 with one padded row at the start and none needed at the end.
+    conv8 = resnet._Conv(1, 3, 2)
+    x8 = np.arange(64, dtype=np.float32).reshape(1, 8, 8, 1)
+    conv8(x8)
+    conv8.conv.kernel.assign(tf.ones([3, 3, 1, 1]))
+    padded8 = np.pad(x8[0, :, :, 0], ((1, 1), (1, 1)))
+    expected8 = np.array([[padded8[i:i + 3, j:j + 3].sum() for j in range(0, 8, 2)]
+                          for i in range(0, 8, 2)])
+    np.testing.assert_array_equal(conv8(x8).numpy()[0, :, :, 0], expected8)
+
+
+def test_last_batch_norm_of_every_block_starts_at_zero_gamma():
+    model = _built(depth=50, size=16)
+    for group in model.block_groups:
+        for block in group.blocks:
+            last = block.layers_[-1].bn
+            assert not np.any(last.gamma.numpy())
+            others = [layer.bn for layer in block.layers_ if hasattr(layer, "bn")][:-1]
+            assert all(np.all(bn.gamma.numpy() == 1) for bn in others)
+    # Hence each block starts as relu(shortcut): a block's output equals relu of its shortcut.
+    block = model.block_groups[1].blocks[0]
+    x = tf.random.uniform([2, 8, 8, 64], seed=3)
+    np.testing.assert_allclose(block(x, training=False).numpy(),
+                               tf.nn.relu(block.shortcut(x, training=False)).numpy(),
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("sk_ratio", [0.0, 0.0625])
+def test_names_match_the_optimizer_exclusions(sk_ratio):
+    model = _built(depth=50, size=64, sk_ratio=sk_ratio, cifar_stem=False)
+    bn_vars = {v.name for layer in model.submodules
+               if isinstance(layer, keras.layers.BatchNormalization) for v in layer.variables}
+    named_bn = {v.name for v in model.variables if "batch_normalization" in v.name}
+    assert bn_vars and bn_vars == named_bn
+    assert not [v.name for v in model.variables
+                if "bias" in v.name or "head_supervised" in v.name]
+    convs = [layer for layer in model.submodules if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and not any(c.use_bias for c in convs)
+
+
+def test_selective_kernel_shapes():
+    model = _built(depth=50, size=64, sk_ratio=0.0625, cifar_stem=False)
+    out = model(tf.zeros([1, 64, 64, 3]), return_endpoints=True)
+    assert out[ep.INITIAL_CONV].shape == (1, 32, 32, 16)  # deep stem: /2 then 3x3 convs
+    sk = model.block_groups[0].blocks[0].layers_[2]
+    assert isinstance(sk, resnet._SKConv)
+    assert sk.squeeze.filters == resnet.SK_MIN_DIM  # max(16 * 0.0625, 32)
+
+
+def _train_a_few_steps(model, steps=2):
+    opt = keras.optimizers.legacy.SGD(0.1)
+    for step in range(steps):
+        images = tf.random.stateless_uniform([4, 16, 16, 3], seed=[step, 0])
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(model(images, training=True)))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def test_freezing_after_block_two_keeps_the_frozen_part_bit_identical():
+    model = _built(fine_tune_after_block=2)
+    frozen = model.stem.variables + model.block_groups[0].variables + \
+        model.block_groups[1].variables
+    free = model.block_groups[2].variables + model.block_groups[3].variables
+    trainable = {id(v) for v in model.trainable_variables}
+    assert not any(id(v) in trainable for v in frozen)
+    assert all(id(v) in trainable for v in free if v.trainable)
+    before_frozen = [v.numpy().copy() for v in frozen]
+    before_free = [v.numpy().copy() for v in free]
+    # Frozen endpoints are the same in training and inference mode (moving statistics).
+    x = tf.random.uniform([4, 16, 16, 3], seed=9)
+    a = model(x, training=True, return_endpoints=True)
+    b = model(x, training=False, return_endpoints=True)
+    np.testing.assert_array_equal(a[ep.BLOCK_GROUPS[1]].numpy(), b[ep.BLOCK_GROUPS[1]].numpy())
+    assert not np.allclose(a[ep.BLOCK_GROUPS[3]].numpy(), b[ep.BLOCK_GROUPS[3]].numpy())
+    _train_a_few_steps(model)
+    for v, before in zip(frozen, before_frozen):  # weights and moving statistics alike
+        np.testing.assert_array_equal(v.numpy(), before, err_msg=v.name)
+    changed = [v.name for v, before in zip(free, before_free)
+               if not np.array_equal(v.numpy(), before)]
+    assert any("moving_mean" in n for n in changed) and any("kernel" in n for n in changed)
+
+
+def test_no_gradient_reaches_frozen_layers():
+    model = _built(fine_tune_after_block=1)
+    x = tf.random.uniform([2, 16, 16, 3], seed=2)
+    variables = model.stem.variables + model.block_groups[0].variables
+    with tf.GradientTape() as tape:
+        tape.watch(variables)
+        loss = tf.reduce_sum(model(x, training=True))
+    assert all(g is None for g in tape.gradient(loss, variables))
+
+
+def test_fully_frozen_encoder_has_no_trainable_variables():
+    assert _built(fine_tune_after_block=4).trainable_variables == []
+    assert len(_built(fine_tune_after_block=-1).trainable_variables) > 0
+
+
+def test_global_batch_norm_on_two_replicas_equals_one_device(two_replicas):
+    images = tf.random.stateless_uniform([8, 16, 16, 3], seed=[4, 2])
+    with two_replicas.scope():
+        synced = _built(global_bn=True)
+    single = _built(global_bn=False)
+    single.set_weights(synced.get_weights())
+    expected = single(images, training=True).numpy()
+
+    def value_fn(ctx):
+        i = ctx.replica_id_in_sync_group
+        return images[i * 4:(i + 1) * 4]
+
+    dist = two_replicas.experimental_distribute_values_from_function(value_fn)
+    out = two_replicas.run(tf.function(lambda x: synced(x, training=True)), args=(dist,))
+    got = np.concatenate([t.numpy() for t in two_replicas.experimental_local_results(out)])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # Without synchronisation each replica normalises its own half: the result differs.
+    with two_replicas.scope():
+        local = _built(global_bn=False)
+    local.set_weights(synced.get_weights())
+    out = two_replicas.run(tf.function(lambda x: local(x, training=True)), args=(dist,))
+    got_local = np.concatenate([t.numpy() for t in
+                                two_replicas.experimental_local_results(out)])
+    assert not np.allclose(got_local, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(depth=19), "resnet_depth=19"),
+    (dict(depth=18, width_multiplier=0), "width_multiplier=0"),
+    (dict(depth=18, sk_ratio=-0.1), "sk_ratio=-0.1"),
+    (dict(depth=18, fine_tune_after_block=5), "fine_tune_after_block=5"),
+])
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        resnet.build_resnet(**kwargs)
