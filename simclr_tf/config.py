@@ -75,7 +75,7 @@ class Config:
     linear_eval: bool = False
     # Distribution.
     strategy: str = "auto"
-    tpu: Optional[str] = None
+    tpu_name: Optional[str] = None
     use_tpu: bool = False
 
     def __post_init__(self):
@@ -123,8 +123,8 @@ class Config:
             raise ValueError(f"--fine_tune_after_block={self.fine_tune_after_block} (or "
                              "--linear_eval) applies to fine-tuning only; pretraining trains "
                              "the whole network.")
-        if self.strategy == "tpu" and not self.tpu:
-            raise ValueError("--strategy=tpu (or --use_tpu) needs --tpu=NAME (the TPU name, "
+        if self.strategy == "tpu" and not self.tpu_name:
+            raise ValueError("--strategy=tpu (or --use_tpu) needs --tpu_name=NAME (the TPU name, "
                              "'local' on a TPU VM, or a grpc:// address).")
         if not self.model_dir:
             raise ValueError("--model_dir is required: the folder for checkpoints, "

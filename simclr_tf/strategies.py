@@ -1,4 +1,4 @@
-"""Choosing a tf.distribute strategy from ``--strategy`` (and ``--tpu``)."""
+"""Choosing a tf.distribute strategy from ``--strategy`` (and ``--tpu_name``)."""
 
 import json
 import os
@@ -57,7 +57,7 @@ def get_strategy(name: str = "auto", tpu: Optional[str] = None) -> tf.distribute
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         if not tpu:
-            raise ValueError("--strategy=tpu needs --tpu=NAME ('local' on a TPU VM).")
+            raise ValueError("--strategy=tpu needs --tpu_name=NAME ('local' on a TPU VM).")
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
             tf.config.experimental_connect_to_cluster(resolver)

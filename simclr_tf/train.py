@@ -211,7 +211,7 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
     """
     cfg.validate()
     tf.io.gfile.makedirs(cfg.model_dir)
-    strategy = strategy or strategies.get_strategy(cfg.strategy, cfg.tpu)
+    strategy = strategy or strategies.get_strategy(cfg.strategy, cfg.tpu_name)
     num_replicas = strategy.num_replicas_in_sync
     data_lib.check_batch_divides(cfg.train_batch_size, num_replicas, "train_batch_size")
     data_lib.check_batch_divides(cfg.eval_batch_size, num_replicas, "eval_batch_size")
@@ -308,7 +308,7 @@ def evaluate(cfg: config_lib.Config, checkpoint_path: Optional[str] = None,
              strategy: Optional[tf.distribute.Strategy] = None) -> Dict[str, float]:
     """Top-1 / top-5 of a checkpoint (default: the newest in model_dir) on ``eval_split``."""
     cfg.validate()
-    strategy = strategy or strategies.get_strategy(cfg.strategy, cfg.tpu)
+    strategy = strategy or strategies.get_strategy(cfg.strategy, cfg.tpu_name)
     data_lib.check_batch_divides(cfg.eval_batch_size, strategy.num_replicas_in_sync,
                                  "eval_batch_size")
     source = data_lib.get_source(cfg.dataset, cfg.data_dir, seed=cfg.seed)

@@ -79,7 +79,7 @@ _HELP = {
                              "to that index; 4 freezes the encoder (linear evaluation).",
     "linear_eval": "Linear evaluation: the same as --fine_tune_after_block=4.",
     "strategy": "auto, default, mirrored, multi_worker or tpu.",
-    "tpu": "TPU name or address for --strategy=tpu ('local' on a TPU VM).",
+    "tpu_name": "TPU name or address for --strategy=tpu ('local' on a TPU VM).",
     "use_tpu": "The original's spelling of --strategy=tpu.",
 }
 
