@@ -25,6 +25,7 @@ setup(
             "simclr-pretrain=simclr_tf.cli.pretrain:run",
             "simclr-finetune=simclr_tf.cli.finetune:run",
             "simclr-eval=simclr_tf.cli.evaluate:run",
+            "simclr-export=simclr_tf.cli.export:run",
         ]
     },
 )

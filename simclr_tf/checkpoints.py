@@ -67,3 +67,13 @@ def restore_for_eval(model, path: str) -> str:
     prefix = resolve(path)
     _read(tf.train.Checkpoint(model=model), prefix, "the model")
     return prefix
+
+
+SUPERVISED_KERNEL = "model/supervised_head/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def num_classes_in(prefix: str) -> Optional[int]:
+    """The class count of the checkpoint's supervised head, or None when it has none."""
+    shapes = dict(tf.train.list_variables(prefix))
+    shape = shapes.get(SUPERVISED_KERNEL)
+    return int(shape[-1]) if shape else None

@@ -70,6 +70,7 @@ class Config:
     # Pretraining probe and fine-tuning.
     lineareval_while_pretraining: bool = True
     checkpoint: Optional[str] = None
+    hub_module: Optional[str] = None
     zero_init_logits_layer: bool = False
     fine_tune_after_block: int = -1
     linear_eval: bool = False
@@ -123,6 +124,21 @@ class Config:
             raise ValueError(f"--fine_tune_after_block={self.fine_tune_after_block} (or "
                              "--linear_eval) applies to fine-tuning only; pretraining trains "
                              "the whole network.")
+        if self.hub_module:
+            if self.train_mode != "finetune":
+                raise ValueError(f"--hub_module={self.hub_module!r} is for fine-tuning and "
+                                 "linear evaluation (simclr-finetune).")
+            if self.checkpoint:
+                raise ValueError("give --hub_module or --checkpoint, not both: both say where "
+                                 "the encoder comes from.")
+            if self.fine_tune_after_block not in (-1, 4):
+                raise ValueError(f"--fine_tune_after_block={self.fine_tune_after_block} cannot "
+                                 "freeze part of an exported model; with --hub_module use -1 "
+                                 "(fine-tune all of it) or 4 / --linear_eval (freeze it).")
+            if self.ft_proj_selector != 0:
+                raise ValueError(f"--ft_proj_selector={self.ft_proj_selector}: an exported "
+                                 "model exposes the encoder output (final_avg_pool) for "
+                                 "fine-tuning; use --ft_proj_selector=0 with --hub_module.")
         if self.strategy == "tpu" and not self.tpu_name:
             raise ValueError("--strategy=tpu (or --use_tpu) needs --tpu_name=NAME (the TPU name, "
                              "'local' on a TPU VM, or a grpc:// address).")

@@ -223,7 +223,12 @@ class TFDSSource(Source):
                 f"unknown dataset {name!r}: use {BUILTIN!r} (built in), {FOLDER!r} (an image "
                 "folder given by --data_dir) or a TFDS name such as 'cifar10', 'stl10', "
                 "'imagenet2012', 'imagenet2012_subset/1pct'.") from e
-        label = self.builder.info.features["label"]
+        features = self.builder.info.features
+        if self.builder.info.supervised_keys is None or "label" not in features:
+            raise ValueError(
+                f"TFDS dataset {name!r} is not an image-classification dataset (it has no "
+                f"(image, label) supervised keys; its features are {list(features)}).")
+        label = features["label"]
         splits = tuple(self.builder.info.splits) or ("train", "validation", "test")
         self.info = SourceInfo(name, int(label.num_classes), splits)
 
@@ -298,7 +303,8 @@ def build_dataset(source: Source, split: str, mode: str, global_batch_size: int,
       input_context: from ``strategy.distribute_datasets_from_function``.
       color_jitter_strength, color_jitter_impl: the colour distortion (pretrain only).
       cache: cache the decoded images (before shuffling and augmentation).
-      seed: makes the augmentation a function of (seed, example position) when given.
+      seed: makes the shuffle and the augmentation a function of (seed, input pipeline,
+        example position) when given: a rerun sees the same batches.
       shuffle_buffer: defaults to the original's per-replica batch x (50 at <= 32 px else 10).
     """
     if mode not in MODES:
@@ -322,6 +328,8 @@ def build_dataset(source: Source, split: str, mode: str, global_batch_size: int,
     else:
         fn = lambda im, lb: (augment.preprocess_for_eval(im, image_size), lb)  # noqa: E731
     if training and seed is not None:
+        if input_context is not None:  # each input pipeline draws its own augmentations
+            seed = seed * 1009 + input_context.input_pipeline_id
         ds = ds.enumerate().map(
             lambda i, ex: fn(*ex, seed=tf.stack([tf.cast(seed, tf.int64), i])),
             num_parallel_calls=tf.data.AUTOTUNE)

@@ -124,3 +124,39 @@ def build_model(resnet_depth: int = 50, width_multiplier: float = 1, sk_ratio: f
         global_bn=global_bn, bn_decay=bn_decay)
     supervised = heads_lib.build_supervised_head(num_classes, zero_init=zero_init_logits_layer)
     return SimCLRModel(encoder, head, supervised, mode=mode)
+
+
+class HubClassifier(keras.Model):
+    """A linear head on an exported SavedModel (``simclr-finetune --hub_module``).
+
+    ``trainable=False`` is linear evaluation: the export runs in inference mode and only the
+    head trains. It returns the export's endpoints plus ``logits_sup``, like SimCLRModel.
+    """
+
+    def __init__(self, path: str, num_classes: int, trainable: bool,
+                 zero_init_logits_layer: bool = False, name: str = "simclr", **kwargs):
+        super().__init__(name=name, **kwargs)
+        import tensorflow_hub as hub  # noqa: PLC0415 (only this path needs it)
+
+        try:
+            self.hub_layer = hub.KerasLayer(path, trainable=trainable, name="hub_module")
+        except (OSError, ValueError, tf.errors.NotFoundError) as e:
+            raise ValueError(f"--hub_module={path!r} is not a SavedModel exported by "
+                             f"simclr_tf (a folder with saved_model.pb): {e}") from e
+        self.supervised_head = heads_lib.build_supervised_head(
+            num_classes, zero_init=zero_init_logits_layer)
+        self.projection_head_frozen = not trainable
+        self.mode = "finetune"
+
+    def call(self, images, training=None, return_endpoints: bool = False
+             ) -> Dict[str, tf.Tensor]:
+        outputs = dict(self.hub_layer(images, training=training))
+        features = outputs[ep.FINAL_AVG_POOL]
+        if self.projection_head_frozen:
+            features = tf.stop_gradient(features)
+        outputs[ep.LOGITS_SUP] = self.supervised_head(features, training=training)
+        if not return_endpoints:
+            outputs = {k: outputs[k] for k in (ep.FINAL_AVG_POOL, ep.PROJ_HEAD_INPUT,
+                                               ep.PROJ_HEAD_OUTPUT, ep.LOGITS_SUP)
+                       if k in outputs}
+        return outputs

@@ -6,6 +6,7 @@ final evaluation and ``summary.json``. Only ``simclr_tf/cli`` reads flags; these
 ``config.Config``.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -21,6 +22,7 @@ from simclr_tf import checkpoints
 from simclr_tf import config as config_lib
 from simclr_tf import data as data_lib
 from simclr_tf import endpoints as ep
+from simclr_tf import export as export_lib
 from simclr_tf import losses
 from simclr_tf import metrics as metrics_lib
 from simclr_tf import model as model_lib
@@ -38,7 +40,13 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def _build_model(cfg: config_lib.Config, num_classes: Optional[int]) -> model_lib.SimCLRModel:
+def _build_model(cfg: config_lib.Config, num_classes: Optional[int]) -> keras.Model:
+    if cfg.hub_module:
+        model = model_lib.HubClassifier(
+            cfg.hub_module, num_classes, trainable=cfg.fine_tune_after_block != 4,
+            zero_init_logits_layer=cfg.zero_init_logits_layer)
+        model(tf.zeros([1, cfg.image_size, cfg.image_size, 3]), training=False)
+        return model
     model = model_lib.build_model(
         resnet_depth=cfg.resnet_depth, width_multiplier=cfg.width_multiplier,
         sk_ratio=cfg.sk_ratio, image_size=cfg.image_size, global_bn=cfg.global_bn,
@@ -234,7 +242,8 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
             source, cfg.train_split, "pretrain" if pretraining else "finetune",
             cfg.train_batch_size, cfg.image_size, ctx,
             color_jitter_strength=cfg.color_jitter_strength,
-            color_jitter_impl=cfg.color_jitter_impl, cache=cfg.cache_dataset))
+            color_jitter_impl=cfg.color_jitter_impl, cache=cfg.cache_dataset,
+            seed=cfg.seed))
 
     # Model and optimizer.
     with_head = (not pretraining) or cfg.lineareval_while_pretraining
@@ -297,6 +306,15 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
             eval_result = controller.evaluate(cfg.eval_steps or -1)
         summary.update({k: float(eval_result[k]) for k in ("top1", "top5")})
     summary["global_step"] = int(global_step.numpy())
+    # Every run ends with a hub-style export of its final checkpoint (the original exported
+    # nothing when pretraining without the probe).
+    if cfg.keep_hub_module_max > 0 and getattr(strategy.extended, "should_checkpoint", True):
+        final = os.path.join(cfg.model_dir, export_lib.EXPORTS_SUBDIR, str(summary["global_step"]))
+        if trained or not tf.io.gfile.exists(final):
+            export_checkpoint(cfg, manager.latest_checkpoint, final)
+            for old in export_lib.list_exports(cfg.model_dir)[:-cfg.keep_hub_module_max]:
+                tf.io.gfile.rmtree(old)
+        summary["saved_model"] = final
     _write_json(summary_path, summary)
     print(f"{cfg.train_mode} done: " + ", ".join(
         f"{k} = {v:.4f}" if isinstance(v, float) else f"{k} = {v}"
@@ -325,3 +343,17 @@ def evaluate(cfg: config_lib.Config, checkpoint_path: Optional[str] = None,
     print("eval: " + ", ".join(f"{k} = {v}" for k, v in result.items()), flush=True)
     return result
 
+
+
+def export_checkpoint(cfg: config_lib.Config, checkpoint_path: str, export_dir: str) -> str:
+    """Exports the model of a checkpoint (a prefix or a model_dir) as a hub-style SavedModel.
+
+    The export is always fully trainable (no frozen blocks, per-replica batch norm), whatever
+    the run froze; the supervised head is included when the checkpoint has one.
+    """
+    prefix = checkpoints.resolve(checkpoint_path)
+    export_cfg = dataclasses.replace(cfg, train_mode="finetune", linear_eval=False,
+                                     fine_tune_after_block=-1, global_bn=False)
+    model = _build_model(export_cfg, checkpoints.num_classes_in(prefix))
+    checkpoints.restore_for_eval(model, prefix)
+    return export_lib.export_model(model, export_dir)

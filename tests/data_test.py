@@ -185,6 +185,8 @@ def test_tfds_mock_dataset_with_unknown_split_sizes():
 def test_tfds_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="unknown dataset 'no_such_dataset_xyz'"):
         data.get_source("no_such_dataset_xyz")
+    with pytest.raises(ValueError, match="not an image-classification dataset"):
+        data.get_source("glue/cola")
     source = data.get_source("cifar10", str(tmp_path))
     with pytest.raises(ValueError, match="not prepared.*tfds build cifar10"):
         source.read("train")

@@ -18,7 +18,8 @@ TINY = dict(dataset="shapes", image_size=16, resnet_depth=18, width_multiplier=0
             num_proj_layers=2, proj_out_dim=16, train_batch_size=8, eval_batch_size=50,
             train_steps=4, checkpoint_steps=2, eval_steps=1, warmup_epochs=0,
             learning_rate=0.5, weight_decay=1e-4, temperature=0.5, global_bn=False,
-            strategy="default", color_jitter_strength=0.5)
+            strategy="default", color_jitter_strength=0.5,
+            keep_hub_module_max=0)  # exports are tested in export_test.py
 
 
 def tiny(model_dir, **overrides):

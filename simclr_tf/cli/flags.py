@@ -29,7 +29,8 @@ _ENUMS: Dict[str, tuple] = {
 _HELP = {
     "train_mode": "pretrain (contrastive) or finetune (supervised).",
     "model_dir": "Folder for checkpoints, TensorBoard summaries, flags.txt and summary.json.",
-    "seed": "Seed of the built-in dataset and of the folder source's held-out split.",
+    "seed": "Seed of the built-in dataset, the folder source's held-out split, and the "
+            "training input's shuffle and augmentations (reruns see the same batches).",
     "dataset": "'shapes' (built in, no download), 'folder' (an image folder given by "
                "--data_dir) or a TFDS name (cifar10, imagenet2012_subset/1pct, ...).",
     "data_dir": "TFDS data_dir, or the image folder for --dataset=folder.",
@@ -74,6 +75,8 @@ _HELP = {
                                     "pretraining (reports top-1 during pretraining).",
     "checkpoint": "Checkpoint (a run's model_dir or a prefix) to fine-tune from; only its "
                   "encoder and projection head are loaded.",
+    "hub_module": "An exported SavedModel (model_dir/saved_model/<step> or simclr-export's) "
+                  "to fine-tune or linear-evaluate instead of a checkpoint.",
     "zero_init_logits_layer": "Start the linear head from zeros.",
     "fine_tune_after_block": "-1 trains everything; 0..3 freezes the stem and block groups up "
                              "to that index; 4 freezes the encoder (linear evaluation).",

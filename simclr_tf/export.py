@@ -1,0 +1,94 @@
+"""Hub-style SavedModel export of a SimCLR model, written atomically.
+
+The SavedModel is called as ``module(images, training=False)`` (also ``trainable=``, the
+original's spelling) on float images [B, H, W, 3] in [0, 1] and returns a dict of the named
+endpoints (``endpoints.py``): the stem, each block group, ``final_avg_pool``,
+``proj_head_input``, ``proj_head_output`` and ``logits_sup`` when there is a supervised head.
+``training=True`` runs batch norm on batch statistics and updates its moving averages.
+
+It follows the reusable-SavedModel convention, so ``hub.KerasLayer(path, trainable=True)``
+fine-tunes it: the root carries ``variables``, ``trainable_variables`` and
+``regularization_losses``. A ``serving_default`` signature (inference mode) exists for
+serving tools. No augmentation runs inside the export.
+"""
+
+import os
+import time
+from typing import List
+
+import tensorflow as tf
+
+from simclr_tf import endpoints as ep
+
+EXPORTS_SUBDIR = "saved_model"
+_IMAGES = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+
+
+class _Exportable(tf.__internal__.tracking.AutoTrackable):
+    """The SavedModel's root: the model's call in both modes plus the variable lists."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.variables = list(model.variables)
+        self.trainable_variables = list(model.trainable_variables)
+        self.regularization_losses = []
+
+        @tf.function
+        def call(images, training=False, trainable=None):
+            mode = training if trainable is None else trainable
+            images = tf.convert_to_tensor(images, tf.float32)
+            outputs = model(images, training=mode, return_endpoints=True)
+            return {k: tf.identity(v, name=k) for k, v in outputs.items()}
+
+        for mode in (False, True):
+            call.get_concrete_function(_IMAGES, training=mode)
+            call.get_concrete_function(_IMAGES, trainable=mode)
+        self.__call__ = call
+
+        @tf.function(input_signature=[_IMAGES])
+        def serve(images):
+            return call(images, training=False)
+
+        self.serve = serve
+
+
+def export_model(model, export_dir: str) -> str:
+    """Writes ``model`` (a built ``SimCLRModel``) as a SavedModel at ``export_dir``.
+
+    The SavedModel is written next to ``export_dir`` and renamed into place, so a half-written
+    export never looks complete; an existing export at ``export_dir`` is replaced.
+    """
+    export_dir = export_dir.rstrip("/")
+    parent = os.path.dirname(export_dir) or "."
+    tf.io.gfile.makedirs(parent)
+    tmp = os.path.join(parent, f".tmp-{os.path.basename(export_dir)}-{os.getpid()}")
+    if tf.io.gfile.exists(tmp):
+        tf.io.gfile.rmtree(tmp)
+    root = _Exportable(model)
+    tf.saved_model.save(root, tmp, signatures={"serving_default": root.serve})
+    if tf.io.gfile.exists(export_dir):
+        old = f"{tmp}-old-{int(time.time())}"
+        tf.io.gfile.rename(export_dir, old)
+        tf.io.gfile.rename(tmp, export_dir)
+        tf.io.gfile.rmtree(old)
+    else:
+        tf.io.gfile.rename(tmp, export_dir)
+    return export_dir
+
+
+def list_exports(model_dir: str) -> List[str]:
+    """The complete exports under ``model_dir/saved_model/<step>``, oldest first."""
+    root = os.path.join(model_dir, EXPORTS_SUBDIR)
+    if not tf.io.gfile.isdir(root):
+        return []
+    steps = sorted(int(n.rstrip("/")) for n in tf.io.gfile.listdir(root)
+                   if n.rstrip("/").isdigit())
+    return [os.path.join(root, str(s)) for s in steps
+            if tf.io.gfile.exists(os.path.join(root, str(s), "saved_model.pb"))]
+
+
+def endpoint_names(with_supervised_head: bool) -> List[str]:
+    """The keys of the dict an export returns."""
+    names = list(ep.ENCODER_ENDPOINTS) + [ep.PROJ_HEAD_INPUT, ep.PROJ_HEAD_OUTPUT]
+    return names + [ep.LOGITS_SUP] if with_supervised_head else names
