@@ -18,7 +18,7 @@ setup(
         "numpy",
     ],
     extras_require={
-        "test": ["pytest", "nbclient", "nbformat", "ipykernel", "pillow"],
+        "test": ["pytest", "nbclient", "nbformat", "ipykernel", "pillow", "matplotlib"],
     },
     entry_points={
         "console_scripts": [

@@ -7,6 +7,7 @@ True as in the original.
 """
 
 import dataclasses
+import os
 from typing import Optional
 
 from simclr_tf import heads
@@ -162,3 +163,21 @@ def _at_least(name, value, minimum):
 def _positive(name, value):
     if not value > 0:
         raise ValueError(f"--{name}={value} must be > 0.")
+
+
+def from_flagfile(path: str, train_mode: str = "pretrain", **overrides) -> Config:
+    """The Config a program would run with ``--flagfile=path``, with ``overrides`` applied.
+
+    For notebooks and scripts: ``from_flagfile("flags/smoke.flags", model_dir="/tmp/run")``.
+    Nested ``--flagfile`` lines are read relative to the current directory, as absl does.
+    """
+    from absl import flags  # noqa: PLC0415 (keeps config importable without the CLI)
+
+    from simclr_tf.cli import flags as cli_flags  # noqa: PLC0415
+
+    if not os.path.exists(path):
+        raise ValueError(f"flagfile {path!r} does not exist.")
+    flag_values = flags.FlagValues()
+    cli_flags.define_flags(flag_values=flag_values, train_mode=train_mode)
+    flag_values(["simclr", f"--flagfile={path}"])
+    return dataclasses.replace(cli_flags.config_from_flags(flag_values), **overrides)
