@@ -212,10 +212,14 @@ def gaussian_blur(images: tf.Tensor, sigma: tf.Tensor, kernel_size: int) -> tf.T
 
 
 def batch_random_blur(images: tf.Tensor, p: float = 0.5, seed=None,
-                      sigma_range: Sequence[float] = BLUR_SIGMA_RANGE) -> tf.Tensor:
+                      sigma_range: Sequence[float] = BLUR_SIGMA_RANGE,
+                      offset=0, global_batch=None) -> tf.Tensor:
     """Blurs each image of ``images`` [B, S, S, C] with probability p, sigma ~ U(sigma_range).
 
-    The kernel size comes from the static image height (``blur_kernel_size``).
+    The kernel size comes from the static image height (``blur_kernel_size``). With a seed,
+    the draws are made for a global batch of ``global_batch`` images (default B) and this
+    batch takes rows ``offset .. offset + B``: a replica passing its position in the global
+    batch blurs each image exactly as one device holding the whole batch would.
     """
     images = tf.convert_to_tensor(images)
     size = images.shape[1]
@@ -223,8 +227,10 @@ def batch_random_blur(images: tf.Tensor, p: float = 0.5, seed=None,
         raise ValueError(f"batch_random_blur needs a static image height; got {images.shape}.")
     sigma_seed, coin_seed = _seeds(seed, 2)
     batch = tf.shape(images)[0]
-    sigma = _uniform(sigma_seed, sigma_range[0], sigma_range[1], [batch])
-    coins = _uniform(coin_seed, 0.0, 1.0, [batch]) < p
+    total = batch if global_batch is None else global_batch
+    rows = tf.range(batch) + offset
+    sigma = tf.gather(_uniform(sigma_seed, sigma_range[0], sigma_range[1], [total]), rows)
+    coins = tf.gather(_uniform(coin_seed, 0.0, 1.0, [total]), rows) < p
     blurred = gaussian_blur(images, sigma, blur_kernel_size(size))
     out = tf.where(tf.reshape(coins, [-1, 1, 1, 1]), blurred, images)
     return tf.clip_by_value(out, 0.0, 1.0)

@@ -62,6 +62,12 @@ def restore_pretrained(model, path: str) -> str:
     return prefix
 
 
+def restore_training(model, optimizer, prefix: str) -> str:
+    """Loads a run's whole training state (model, optimizer slots, step) from ``prefix``."""
+    _read(tf.train.Checkpoint(model=model, optimizer=optimizer), prefix, "the training state")
+    return prefix
+
+
 def restore_for_eval(model, path: str) -> str:
     """Loads the whole model (supervised head included) from ``path``."""
     prefix = resolve(path)

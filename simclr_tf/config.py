@@ -16,6 +16,7 @@ from simclr_tf import resnet
 
 TRAIN_MODES = ("pretrain", "finetune")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 COLOR_JITTER_IMPLS = ("v1", "v2")
 
 
@@ -77,6 +78,8 @@ class Config:
     linear_eval: bool = False
     # Distribution.
     strategy: str = "auto"
+    precision: str = "float32"
+    jit_compile: bool = False
     tpu_name: Optional[str] = None
     use_tpu: bool = False
 
@@ -94,6 +97,7 @@ class Config:
         _choice("learning_rate_scaling", self.learning_rate_scaling, optim.LR_SCALINGS)
         _choice("proj_head_mode", self.proj_head_mode, heads.PROJ_HEAD_MODES)
         _choice("strategy", self.strategy, STRATEGIES)
+        _choice("precision", self.precision, PRECISIONS)
         _choice("color_jitter_impl", self.color_jitter_impl, COLOR_JITTER_IMPLS)
         _choice("resnet_depth", self.resnet_depth, tuple(resnet.DEPTHS))
         for name in ("train_batch_size", "eval_batch_size", "image_size", "proj_out_dim"):

@@ -7,15 +7,35 @@ from typing import Optional
 import tensorflow as tf
 
 
-def _num_workers_in_tf_config() -> int:
+def _tf_config() -> dict:
     raw = os.environ.get("TF_CONFIG", "")
     if not raw:
-        return 0
+        return {}
     try:
-        cluster = json.loads(raw).get("cluster", {})
+        return json.loads(raw)
     except json.JSONDecodeError as e:
         raise ValueError(f"TF_CONFIG is not valid JSON ({e}): {raw[:200]!r}") from e
+
+
+def _num_workers_in_tf_config() -> int:
+    cluster = _tf_config().get("cluster", {})
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def is_chief() -> bool:
+    """Whether this process writes checkpoints, summaries and exports (TF_CONFIG's chief).
+
+    The chief is the ``chief`` task, or worker 0 when the cluster has no chief; a process
+    without TF_CONFIG is its own chief.
+    """
+    config = _tf_config()
+    if not config:
+        return True
+    task = config.get("task", {})
+    kind, index = task.get("type"), int(task.get("index", 0))
+    if kind == "chief":
+        return True
+    return kind == "worker" and index == 0 and "chief" not in config.get("cluster", {})
 
 
 def resolve_name(name: str, tpu: Optional[str] = None) -> str:

@@ -9,8 +9,9 @@ final evaluation and ``summary.json``. Only ``simclr_tf/cli`` reads flags; these
 import dataclasses
 import json
 import os
+import tempfile
 import time
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import orbit
 import tensorflow as tf
@@ -41,6 +42,16 @@ class NonFiniteLossError(RuntimeError):
 
 
 def _build_model(cfg: config_lib.Config, num_classes: Optional[int]) -> keras.Model:
+    """The model of ``cfg``, its layers computing in ``cfg.precision`` (variables float32)."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(cfg.precision)
+    try:
+        return _build_model_in_policy(cfg, num_classes)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _build_model_in_policy(cfg: config_lib.Config, num_classes: Optional[int]) -> keras.Model:
     if cfg.hub_module:
         model = model_lib.HubClassifier(
             cfg.hub_module, num_classes, trainable=cfg.fine_tune_after_block != 4,
@@ -75,7 +86,11 @@ class Trainer(orbit.StandardTrainer):
         with strategy.scope():
             self.metrics = {n: keras.metrics.Mean(n, dtype=tf.float32) for n in names}
             self.first_nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+            _ = optimizer.iterations  # created here, not lazily inside the first step
         self._loop_start = None
+        self._loss_scaling = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
+        self.replica_step = (tf.function(self._step_fn, jit_compile=True) if cfg.jit_compile
+                             else self._step_fn)
         super().__init__(dataset, orbit.StandardTrainerOptions(use_tf_while_loop=True))
 
     def train_loop_begin(self):
@@ -84,20 +99,35 @@ class Trainer(orbit.StandardTrainer):
         self._loop_start = (time.time(), int(self.optimizer.iterations.numpy()))
 
     def train_step(self, iterator):
-        loss = self.strategy.run(self._step_fn, args=(next(iterator),))
+        loss = self.strategy.run(self.replica_step, args=(next(iterator),))
         loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
         step = self.optimizer.iterations
         bad = tf.logical_and(tf.logical_not(tf.math.is_finite(loss)),
                              self.first_nonfinite_step < 0)
         self.first_nonfinite_step.assign(tf.where(bad, step, self.first_nonfinite_step))
 
+    def _blur(self, images):
+        """The on-device Gaussian blur, per image (independent sigma and coin).
+
+        Its draws are a function of (seed, step, position in the global batch), so a step
+        blurs the same images the same way on any number of replicas.
+        """
+        ctx = tf.distribute.get_replica_context()
+        local = tf.shape(images)[0]
+        offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * local
+        total = local * self.strategy.num_replicas_in_sync
+        step_seed = tf.stack([tf.cast(self.cfg.seed, tf.int64),
+                              tf.cast(self.optimizer.iterations, tf.int64)])
+        views = tf.split(images, 2, axis=-1)
+        seeds = tf.unstack(tf.random.experimental.stateless_split(step_seed, 2))
+        return tf.concat([augment.batch_random_blur(v, seed=s, offset=offset, global_batch=total)
+                          for v, s in zip(views, seeds)], axis=-1)
+
     def _step_fn(self, inputs):
         images, labels = inputs
         num_replicas = self.strategy.num_replicas_in_sync
         if self.pretraining and self.cfg.use_blur:
-            # On device, per image (independent sigma and coin), never in the exported model.
-            views = tf.split(images, 2, axis=-1)
-            images = tf.concat([augment.batch_random_blur(v) for v in views], axis=-1)
+            images = self._blur(images)
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             outputs = self.model(images, training=True)
@@ -123,14 +153,18 @@ class Trainer(orbit.StandardTrainer):
             loss += decay
             # apply_gradients sums over replicas: dividing gives the mean gradient.
             scaled_loss = loss / num_replicas
+            if self._loss_scaling:  # float16: scale the loss so small gradients survive
+                scaled_loss = self.optimizer.get_scaled_loss(scaled_loss)
         grads = tape.gradient(scaled_loss, variables)
+        if self._loss_scaling:
+            grads = self.optimizer.get_unscaled_gradients(grads)
         # Variables that do not reach the loss (e.g. the projection head when fine-tuning
         # from its input) have no gradient; leave them out rather than warn every step.
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         self.optimizer.apply_gradients(pairs)
         self.metrics["loss"].update_state(loss)
         self.metrics["weight_decay"].update_state(decay)
-        return scaled_loss
+        return loss / num_replicas
 
     def train_loop_end(self) -> Dict[str, float]:
         step = int(self.optimizer.iterations.numpy())
@@ -210,15 +244,17 @@ def _read_json(path: str) -> Dict:
         return json.load(f)
 
 
-def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = None
-        ) -> Dict[str, float]:
+def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = None,
+        on_end: Optional[Callable[[keras.Model], None]] = None) -> Dict[str, float]:
     """Trains (pretraining or fine-tuning, by ``cfg.train_mode``), evaluates, and returns the
     metrics written to ``model_dir/summary.json``.
 
-    ``strategy`` overrides ``cfg.strategy`` (for notebooks and tests that already built one).
+    ``strategy`` overrides ``cfg.strategy`` (for notebooks and tests that already built one);
+    ``on_end(model)`` is called with the trained model on every worker before returning.
     """
     cfg.validate()
-    tf.io.gfile.makedirs(cfg.model_dir)
+    if strategies.is_chief():
+        tf.io.gfile.makedirs(cfg.model_dir)
     strategy = strategy or strategies.get_strategy(cfg.strategy, cfg.tpu_name)
     num_replicas = strategy.num_replicas_in_sync
     data_lib.check_batch_divides(cfg.train_batch_size, num_replicas, "train_batch_size")
@@ -255,6 +291,8 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
         schedule = optim.WarmUpAndCosineDecay(peak_lr, warmup_steps, total_steps)
         optimizer = optim.build_optimizer(cfg.optimizer, schedule, cfg.momentum,
                                           cfg.weight_decay)
+        if cfg.precision == "mixed_float16":
+            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         global_step = optimizer.iterations
 
     # Restore-or-initialise: the newest checkpoint in model_dir wins; otherwise fine-tuning
@@ -265,7 +303,15 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
     elif not pretraining:
         logging.warning("Fine-tuning without --checkpoint: the encoder starts from random "
                         "initialisation.")
-    manager = checkpoints.make_manager(model, optimizer, cfg.model_dir, cfg.keep_checkpoint_max,
+    # Only the chief writes into model_dir. Other workers save their share of each
+    # checkpoint (a collective operation) into a private folder that is removed at the end,
+    # and resume from the chief's newest checkpoint.
+    chief = strategies.is_chief()
+    write_dir = cfg.model_dir if chief else tempfile.mkdtemp(prefix="simclr_tf_worker_")
+    latest = tf.train.latest_checkpoint(cfg.model_dir)
+    if not chief and latest:
+        init_fn = lambda: checkpoints.restore_training(model, optimizer, latest)  # noqa: E731
+    manager = checkpoints.make_manager(model, optimizer, write_dir, cfg.keep_checkpoint_max,
                                        checkpoint_steps, init_fn)
 
     trainer = Trainer(cfg, strategy, model, optimizer, train_ds, total_steps, steps_per_epoch)
@@ -278,8 +324,9 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
     controller = orbit.Controller(
         strategy=strategy, trainer=trainer, evaluator=evaluator, global_step=global_step,
         steps_per_loop=steps_per_loop, checkpoint_manager=manager,
-        summary_interval=steps_per_loop, summary_dir=os.path.join(cfg.model_dir, "train"),
-        eval_summary_dir=os.path.join(cfg.model_dir, "eval"))
+        summary_interval=steps_per_loop,
+        summary_dir=os.path.join(cfg.model_dir, "train") if chief else None,
+        eval_summary_dir=os.path.join(cfg.model_dir, "eval") if chief else None)
 
     # The loop. Evaluation runs every checkpoint interval and at the end.
     print(f"{cfg.train_mode}: {num_train} training examples, batch {cfg.train_batch_size} "
@@ -306,9 +353,14 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
             eval_result = controller.evaluate(cfg.eval_steps or -1)
         summary.update({k: float(eval_result[k]) for k in ("top1", "top5")})
     summary["global_step"] = int(global_step.numpy())
+    if on_end is not None:
+        on_end(model)
+    if not chief:
+        tf.io.gfile.rmtree(write_dir)
+        return summary
     # Every run ends with a hub-style export of its final checkpoint (the original exported
     # nothing when pretraining without the probe).
-    if cfg.keep_hub_module_max > 0 and getattr(strategy.extended, "should_checkpoint", True):
+    if cfg.keep_hub_module_max > 0:
         final = os.path.join(cfg.model_dir, export_lib.EXPORTS_SUBDIR, str(summary["global_step"]))
         if trained or not tf.io.gfile.exists(final):
             export_checkpoint(cfg, manager.latest_checkpoint, final)
@@ -353,7 +405,8 @@ def export_checkpoint(cfg: config_lib.Config, checkpoint_path: str, export_dir: 
     """
     prefix = checkpoints.resolve(checkpoint_path)
     export_cfg = dataclasses.replace(cfg, train_mode="finetune", linear_eval=False,
-                                     fine_tune_after_block=-1, global_bn=False)
+                                     fine_tune_after_block=-1, global_bn=False,
+                                     precision="float32")
     model = _build_model(export_cfg, checkpoints.num_classes_in(prefix))
     checkpoints.restore_for_eval(model, prefix)
     return export_lib.export_model(model, export_dir)

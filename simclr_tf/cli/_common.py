@@ -17,8 +17,11 @@ def train_main(train_mode: str, prog: str):
 
         import tensorflow as tf
 
-        tf.io.gfile.makedirs(cfg.model_dir)
-        cli_flags.write_flagfile(cfg, os.path.join(cfg.model_dir, "flags.txt"))
+        from simclr_tf import strategies
+
+        if strategies.is_chief():  # other workers of a cluster write nothing into model_dir
+            tf.io.gfile.makedirs(cfg.model_dir)
+            cli_flags.write_flagfile(cfg, os.path.join(cfg.model_dir, "flags.txt"))
         try:
             train.run(cfg)
         except train.NonFiniteLossError as e:

@@ -23,6 +23,7 @@ _ENUMS: Dict[str, tuple] = {
     "learning_rate_scaling": optim.LR_SCALINGS,
     "proj_head_mode": heads.PROJ_HEAD_MODES,
     "strategy": config_lib.STRATEGIES,
+    "precision": config_lib.PRECISIONS,
     "color_jitter_impl": config_lib.COLOR_JITTER_IMPLS,
 }
 
@@ -82,6 +83,9 @@ _HELP = {
                              "to that index; 4 freezes the encoder (linear evaluation).",
     "linear_eval": "Linear evaluation: the same as --fine_tune_after_block=4.",
     "strategy": "auto, default, mirrored, multi_worker or tpu.",
+    "precision": "float32, mixed_float16 (with loss scaling) or mixed_bfloat16 (TPUs); the "
+                 "loss, NT-Xent's softmax and batch-norm statistics stay float32.",
+    "jit_compile": "Compile the replica step with XLA (TPUs always do).",
     "tpu_name": "TPU name or address for --strategy=tpu ('local' on a TPU VM).",
     "use_tpu": "The original's spelling of --strategy=tpu.",
 }

@@ -1,0 +1,166 @@
+"""The pretraining step on 1 and 2 replicas, XLA, and mixed precision, on fixed inputs."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+import simclr_tf  # noqa: F401
+from simclr_tf import losses, optim, train
+from simclr_tf import endpoints as ep
+from simclr_tf.config import Config
+
+BASE = Config(model_dir="/unused", dataset="shapes", image_size=16, resnet_depth=18,
+              width_multiplier=0.25, num_proj_layers=2, proj_out_dim=16, train_batch_size=8,
+              temperature=0.5, weight_decay=1e-4, global_bn=True, use_blur=True, seed=3,
+              lineareval_while_pretraining=True, strategy="default")
+BATCH = 8
+
+
+def _inputs(size=16):
+    images = tf.random.stateless_uniform([BATCH, size, size, 6], seed=[1, 2])
+    labels = tf.constant([0, 1, 2, 3, 4, 5, 6, 7], tf.int32)
+    return images, labels
+
+
+def _num_classes(cfg):
+    return 10 if cfg.lineareval_while_pretraining else None
+
+
+def _reference_weights(cfg):
+    return train._build_model(cfg, _num_classes(cfg)).get_weights()
+
+
+def _trainer(cfg, strategy, weights):
+    with strategy.scope():
+        model = train._build_model(cfg, _num_classes(cfg))
+        optimizer = optim.build_optimizer("lars", 0.4, 0.9, cfg.weight_decay)
+        if cfg.precision == "mixed_float16":
+            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+    model.set_weights(weights)
+    return train.Trainer(cfg, strategy, model, optimizer, None, total_steps=1,
+                         steps_per_epoch=1)
+
+
+def _one_step(trainer, strategy, jit=False):
+    images, labels = _inputs(trainer.cfg.image_size)
+    n = BATCH // strategy.num_replicas_in_sync
+    dist = strategy.experimental_distribute_values_from_function(
+        lambda ctx: (images[ctx.replica_id_in_sync_group * n:
+                            (ctx.replica_id_in_sync_group + 1) * n],
+                     labels[ctx.replica_id_in_sync_group * n:
+                            (ctx.replica_id_in_sync_group + 1) * n]))
+
+    @tf.function(jit_compile=jit)
+    def step(x):
+        per_replica = strategy.run(trainer._step_fn, args=(x,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    loss = float(step(dist))
+    logs = {k: float(m.result()) for k, m in trainer.metrics.items()}
+    return loss, logs, [w.copy() for w in trainer.model.get_weights()]
+
+
+def test_two_replicas_with_global_bn_equal_one_replica(one_replica, two_replicas):
+    cfg = dataclasses.replace(BASE, image_size=32)  # 32 px: a 3x3 blur kernel (16 px: 1x1)
+    weights = _reference_weights(cfg)
+    results = [_one_step(_trainer(cfg, s, weights), s) for s in (one_replica, two_replicas)]
+    (loss1, logs1, w1), (loss2, logs2, w2) = results
+    assert loss1 == pytest.approx(loss2, rel=1e-5)
+    for key in ("contrast_loss", "contrast_acc", "supervised_loss"):
+        assert logs1[key] == pytest.approx(logs2[key], rel=1e-5, abs=1e-6), key
+    moved = 0
+    for a, b, w0 in zip(w1, w2, weights):
+        # Compare the updates themselves (they are small next to the weights).
+        np.testing.assert_allclose(b - w0, a - w0, rtol=2e-3, atol=1e-6)
+        moved += not np.allclose(a, w0)
+    assert moved > len(weights) // 2  # the step changed most variables (BN statistics too)
+
+
+def test_two_replicas_without_global_bn_normalise_each_half(two_replicas):
+    cfg = dataclasses.replace(BASE, global_bn=False, use_blur=False,
+                              lineareval_while_pretraining=False)
+    weights = _reference_weights(cfg)
+    trainer = _trainer(cfg, two_replicas, weights)
+    _, logs, _ = _one_step(trainer, two_replicas)
+    # Reference on one device: batch norm over each replica's half, negatives from both.
+    model = train._build_model(cfg, None)
+    model.set_weights(weights)
+    images, _ = _inputs()
+    halves = [model(images[:4], training=True)[ep.PROJ_HEAD_OUTPUT],
+              model(images[4:], training=True)[ep.PROJ_HEAD_OUTPUT]]
+    z1 = tf.concat([h[:4] for h in halves], 0)
+    z2 = tf.concat([h[4:] for h in halves], 0)
+    expected = float(losses.nt_xent(z1, z2, cfg.temperature)[0])
+    assert logs["contrast_loss"] == pytest.approx(expected, rel=1e-5)
+    # ... which is not what global batch norm computes.
+    whole = model(images, training=True)[ep.PROJ_HEAD_OUTPUT]
+    global_loss = float(losses.nt_xent(whole[:8], whole[8:], cfg.temperature)[0])
+    assert abs(global_loss - expected) > 1e-4
+
+
+def test_step_compiles_with_xla_on_one_replica(one_replica):
+    cfg = dataclasses.replace(BASE, global_bn=False)
+    weights = _reference_weights(cfg)
+    eager_loss, _, eager_w = _one_step(_trainer(cfg, one_replica, weights), one_replica)
+    xla_loss, _, xla_w = _one_step(_trainer(cfg, one_replica, weights), one_replica, jit=True)
+    assert xla_loss == pytest.approx(eager_loss, rel=1e-4)
+    for a, b, w0 in zip(eager_w, xla_w, weights):
+        np.testing.assert_allclose(b - w0, a - w0, rtol=5e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision,rel", [("mixed_bfloat16", 0.05), ("mixed_float16", 0.01)])
+def test_mixed_precision_loss_agrees_with_float32(one_replica, precision, rel):
+    cfg = dataclasses.replace(BASE, global_bn=False)
+    weights = _reference_weights(cfg)
+    loss32, logs32, _ = _one_step(_trainer(cfg, one_replica, weights), one_replica)
+    mixed = dataclasses.replace(cfg, precision=precision)
+    trainer = _trainer(mixed, one_replica, weights)
+    conv = trainer.model.encoder.stem.conv.conv
+    assert conv.compute_dtype == precision.split("_")[1] and conv.kernel.dtype == tf.float32
+    loss_mp, logs_mp, w_mp = _one_step(trainer, one_replica)
+    # Stated tolerance: bfloat16 keeps 8 bits of mantissa, float16 11.
+    assert loss_mp == pytest.approx(loss32, rel=rel)
+    assert logs_mp["contrast_loss"] == pytest.approx(logs32["contrast_loss"], rel=rel)
+    assert all(np.all(np.isfinite(w)) for w in w_mp)
+    assert not all(np.allclose(a, b) for a, b in zip(w_mp, weights))  # it trained
+
+
+def test_mixed_precision_program_runs_and_exports_float32(tmp_path):
+    cfg = dataclasses.replace(BASE, model_dir=str(tmp_path), precision="mixed_bfloat16",
+                              global_bn=False, train_steps=2, checkpoint_steps=2,
+                              eval_steps=1, eval_batch_size=50)
+    summary = train.run(cfg)
+    assert summary["global_step"] == 2 and np.isfinite(summary["loss"])
+    loaded = tf.saved_model.load(summary["saved_model"])
+    out = loaded(tf.zeros([1, 16, 16, 3]))
+    assert out[ep.FINAL_AVG_POOL].dtype == tf.float32
+    assert keras.mixed_precision.global_policy().name == "float32"  # left as it was
+
+
+def test_strategies_the_machine_cannot_provide_are_named(monkeypatch):
+    from simclr_tf import strategies
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="multi_worker needs TF_CONFIG"):
+        strategies.get_strategy("multi_worker")
+    with pytest.raises(ValueError, match="needs --tpu_name"):
+        strategies.get_strategy("tpu")
+    assert strategies.resolve_name("auto") == "default"  # no GPU, TPU or cluster here
+    assert strategies.resolve_name("auto", tpu="local") == "tpu"
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
+                                                "task": {"type": "worker", "index": 1}}))
+    assert strategies.resolve_name("auto") == "multi_worker"
+    assert not strategies.is_chief()
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+        strategies.resolve_name("auto")
+
+
+def test_use_tpu_is_the_original_spelling_of_strategy_tpu():
+    cfg = Config(model_dir="/x", use_tpu=True, tpu_name="local")
+    assert cfg.strategy == "tpu"
+    with pytest.raises(ValueError, match="needs --tpu_name"):
+        Config(model_dir="/x", use_tpu=True).validate()

@@ -1,0 +1,78 @@
+"""Two worker processes on 127.0.0.1 pretrain together with MultiWorkerMirroredStrategy."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+WORKER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import simclr_tf
+    from simclr_tf import config, train
+
+    model_dir, out = sys.argv[1], sys.argv[2]
+    cfg = config.from_flagfile("flags/smoke.flags", model_dir=model_dir,
+                               strategy="multi_worker", train_steps=4, checkpoint_steps=2)
+
+    def record(model):
+        weights = model.get_weights()
+        with open(out, "w") as f:
+            json.dump({"sums": [float(np.sum(np.abs(w))) for w in weights]}, f)
+
+    summary = train.run(cfg, on_end=record)
+    with open(out + ".summary", "w") as f:
+        json.dump(summary, f)
+""")
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    model_dir = tmp_path / "run"
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(tmp_path / f"tmp{index}"),
+                   TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                         "task": {"type": "worker", "index": index}}))
+        os.makedirs(env["TMPDIR"])
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(model_dir), str(tmp_path / f"w{index}.json")],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = []
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=600)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        logs.append(out)
+    assert all(p.returncode == 0 for p in procs), "\n\n".join(s[-3000:] for s in logs)
+
+    chief = json.loads((tmp_path / "w0.json").read_text())
+    other = json.loads((tmp_path / "w1.json").read_text())
+    assert len(chief["sums"]) > 20
+    assert chief["sums"] == other["sums"]  # the workers hold the same weights, bit for bit
+    for index in range(2):
+        summary = json.loads((tmp_path / f"w{index}.json.summary").read_text())
+        assert summary["global_step"] == 4
+    # Only the chief wrote into model_dir; the other worker's private folder is gone.
+    names = set(os.listdir(model_dir))
+    assert {"ckpt-4.index", "summary.json", "saved_model", "train"} <= names
+    assert json.loads((model_dir / "summary.json").read_text())["global_step"] == 4
+    assert os.listdir(tmp_path / "tmp1") == []
+    assert "2 replica(s)" in logs[0]
