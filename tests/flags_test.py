@@ -111,3 +111,9 @@ def test_pretrain_program_writes_a_rerunnable_flags_file(tmp_path):
                            f"--flagfile={model_dir / 'flags.txt'}"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 2 and "use simclr-pretrain" in proc.stderr
+
+
+def test_tpu_is_a_short_spelling_of_tpu_name():
+    cfg = _parse(["--model_dir=/tmp/x", "--strategy=tpu", "--tpu=local"])
+    assert cfg.tpu_name == "local" and cfg.strategy == "tpu"
+    cfg.validate()

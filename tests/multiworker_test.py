@@ -13,10 +13,11 @@ WORKER = textwrap.dedent("""
     import json, sys
     import numpy as np
     import simclr_tf
-    from simclr_tf import config, train
+    from simclr_tf import config, data, strategies, train
 
     model_dir, out = sys.argv[1], sys.argv[2]
-    cfg = config.from_flagfile("flags/smoke.flags", model_dir=model_dir,
+    strategy = strategies.get_strategy("multi_worker")  # before any other TF op
+    cfg = config.from_flagfile("flags/smoke.flags", model_dir=model_dir, global_bn=True,
                                strategy="multi_worker", train_steps=4, checkpoint_steps=2)
 
     def record(model):
@@ -24,9 +25,28 @@ WORKER = textwrap.dedent("""
         with open(out, "w") as f:
             json.dump({"sums": [float(np.sum(np.abs(w))) for w in weights]}, f)
 
-    summary = train.run(cfg, on_end=record)
+    summary = train.run(cfg, strategy=strategy, on_end=record)
     with open(out + ".summary", "w") as f:
         json.dump(summary, f)
+
+    # The training input exactly as train.run builds it, from a source whose labels are the
+    # examples' indices: which examples does this worker feed in each step?
+    class Indexed(data.BuiltinSource):
+        def arrays(self, split):
+            images, labels = super().arrays(split)
+            return images, np.arange(len(labels), dtype=np.int32)
+
+    source = Indexed(seed=cfg.seed)
+    ds = strategy.distribute_datasets_from_function(
+        lambda ctx: data.build_dataset(source, "train", "pretrain", cfg.train_batch_size,
+                                       cfg.image_size, ctx, seed=cfg.seed))
+    it = iter(ds)
+    steps = []
+    for _ in range(3):
+        local = strategy.experimental_local_results(next(it)[1])
+        steps.append([int(i) for part in local for i in part.numpy()])
+    with open(out + ".indices", "w") as f:
+        json.dump(steps, f)
 """)
 
 
@@ -75,4 +95,9 @@ def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
     assert {"ckpt-4.index", "summary.json", "saved_model", "train"} <= names
     assert json.loads((model_dir / "summary.json").read_text())["global_step"] == 4
     assert os.listdir(tmp_path / "tmp1") == []
+    # The input is sharded: in each step the workers feed different examples, none twice.
+    steps = [json.loads((tmp_path / f"w{i}.json.indices").read_text()) for i in range(2)]
+    for first, second in zip(*steps):
+        assert len(first) == len(second) == 8  # half of the global batch of 16 each
+        assert len(set(first) | set(second)) == 16, (first, second)
     assert "2 replica(s)" in logs[0]

@@ -114,6 +114,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, **defaults):
             flags.DEFINE_float(name, default, _HELP[name], **fv)
         else:
             flags.DEFINE_string(name, default, _HELP[name], **fv)
+    # Short spelling used by Cloud TPU docs and Model Garden.
+    flags.DEFINE_alias("tpu", "tpu_name", **fv)
 
 
 def config_from_flags(flag_values: flags.FlagValues = FLAGS, **overrides
