@@ -26,6 +26,7 @@ setup(
             "simclr-finetune=simclr_tf.cli.finetune:run",
             "simclr-eval=simclr_tf.cli.evaluate:run",
             "simclr-export=simclr_tf.cli.export:run",
+            "simclr-bench=simclr_tf.cli.bench:run",
         ]
     },
 )

@@ -99,6 +99,33 @@ class BuiltinSource(Source):
         return _shard(tf.data.Dataset.from_tensor_slices((images, labels)), input_context)
 
 
+class ArraySource(Source):
+    """Decoded images held in memory: ``splits`` maps a split name to (images uint8
+    [N, H, W, 3], labels int [N]). For NumPy data in a notebook, and for the benchmark."""
+
+    def __init__(self, splits: Dict[str, Tuple[np.ndarray, np.ndarray]], num_classes: int,
+                 name: str = "arrays"):
+        for split, (images, labels) in splits.items():
+            if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+                raise ValueError(f"split {split!r}: images must be uint8 [N, H, W, 3]; got "
+                                 f"{images.dtype} {images.shape}.")
+            if len(labels) != len(images):
+                raise ValueError(f"split {split!r}: {len(images)} images but {len(labels)} "
+                                 "labels.")
+        self._splits = splits
+        self.info = SourceInfo(name, num_classes, tuple(splits))
+
+    def known_num_examples(self, split):
+        self.check_split(split)
+        return len(self._splits[split][0])
+
+    def read(self, split, input_context=None, shuffle_files=False):
+        self.check_split(split)
+        images, labels = self._splits[split]
+        ds = tf.data.Dataset.from_tensor_slices((images, np.asarray(labels, np.int32)))
+        return _shard(ds, input_context)
+
+
 def _list_images(folder: str) -> Tuple[List[str], int]:
     """Image files directly inside `folder` (sorted), and the number of other files skipped."""
     files, skipped = [], 0

@@ -10,6 +10,8 @@ from typing import List, Optional, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
+from simclr_tf import resnet
+
 PROJ_HEAD_MODES = ("none", "linear", "nonlinear")
 
 
@@ -30,7 +32,7 @@ class _DenseBN(keras.layers.Layer):
         # contrastive loss's normalisation would be redundant).
         self.bn = keras.layers.BatchNormalization(
             momentum=bn_decay, epsilon=bn_epsilon, center=center, scale=True,
-            synchronized=global_bn, name="batch_normalization")
+            synchronized=resnet.synchronized_bn(global_bn), name="batch_normalization")
 
     def call(self, inputs, training=None):
         return self.bn(self.dense(inputs), training=training)

@@ -41,7 +41,7 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def _build_model(cfg: config_lib.Config, num_classes: Optional[int]) -> keras.Model:
+def build_model(cfg: config_lib.Config, num_classes: Optional[int]) -> keras.Model:
     """The model of ``cfg``, its layers computing in ``cfg.precision`` (variables float32)."""
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(cfg.precision)
@@ -69,6 +69,16 @@ def _build_model_in_policy(cfg: config_lib.Config, num_classes: Optional[int]) -
     # Create every variable now, so restoring assigns at once and shape errors surface here.
     model(tf.zeros([1, cfg.image_size, cfg.image_size, 3]), training=False)
     return model
+
+
+def make_optimizer(cfg: config_lib.Config, learning_rate) -> keras.optimizers.Optimizer:
+    """``cfg.optimizer`` with ``learning_rate`` (a schedule or a float); float16 adds loss
+    scaling. Call it inside the strategy's scope."""
+    optimizer = optim.build_optimizer(cfg.optimizer, learning_rate, cfg.momentum,
+                                      cfg.weight_decay)
+    if cfg.precision == "mixed_float16":
+        optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 class Trainer(orbit.StandardTrainer):
@@ -285,14 +295,11 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
     with_head = (not pretraining) or cfg.lineareval_while_pretraining
     num_classes = source.info.num_classes if with_head else None
     with strategy.scope():
-        model = _build_model(cfg, num_classes)
+        model = build_model(cfg, num_classes)
         peak_lr = optim.scale_learning_rate(cfg.learning_rate, cfg.train_batch_size,
                                             cfg.learning_rate_scaling)
-        schedule = optim.WarmUpAndCosineDecay(peak_lr, warmup_steps, total_steps)
-        optimizer = optim.build_optimizer(cfg.optimizer, schedule, cfg.momentum,
-                                          cfg.weight_decay)
-        if cfg.precision == "mixed_float16":
-            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+        optimizer = make_optimizer(
+            cfg, optim.WarmUpAndCosineDecay(peak_lr, warmup_steps, total_steps))
         global_step = optimizer.iterations
 
     # Restore-or-initialise: the newest checkpoint in model_dir wins; otherwise fine-tuning
@@ -383,7 +390,7 @@ def evaluate(cfg: config_lib.Config, checkpoint_path: Optional[str] = None,
                                  "eval_batch_size")
     source = data_lib.get_source(cfg.dataset, cfg.data_dir, seed=cfg.seed)
     with strategy.scope():
-        model = _build_model(cfg, source.info.num_classes)
+        model = build_model(cfg, source.info.num_classes)
     path = checkpoints.restore_for_eval(model, checkpoint_path or cfg.model_dir)
     eval_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data_lib.build_dataset(source, cfg.eval_split, "eval", cfg.eval_batch_size,
@@ -407,6 +414,6 @@ def export_checkpoint(cfg: config_lib.Config, checkpoint_path: str, export_dir: 
     export_cfg = dataclasses.replace(cfg, train_mode="finetune", linear_eval=False,
                                      fine_tune_after_block=-1, global_bn=False,
                                      precision="float32")
-    model = _build_model(export_cfg, checkpoints.num_classes_in(prefix))
+    model = build_model(export_cfg, checkpoints.num_classes_in(prefix))
     checkpoints.restore_for_eval(model, prefix)
     return export_lib.export_model(model, export_dir)

@@ -9,7 +9,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import simclr_tf  # noqa: F401
-from simclr_tf import losses, optim, train
+from simclr_tf import losses, resnet, train
 from simclr_tf import endpoints as ep
 from simclr_tf.config import Config
 
@@ -31,15 +31,24 @@ def _num_classes(cfg):
 
 
 def _reference_weights(cfg):
-    return train._build_model(cfg, _num_classes(cfg)).get_weights()
+    keras.utils.set_random_seed(11)
+    return train.build_model(cfg, _num_classes(cfg)).get_weights()
+
+
+def _assert_same_updates(after_a, after_b, before, rel):
+    """Per variable, |update_a - update_b| <= rel |update_b| (+ a floor for ~0 updates).
+
+    A norm per variable, not per element: an element whose update happens to be near zero
+    carries only rounding noise, which an elementwise relative tolerance would flag."""
+    for a, b, w0 in zip(after_a, after_b, before):
+        diff = np.linalg.norm((a - w0) - (b - w0))
+        assert diff <= rel * np.linalg.norm(b - w0) + 1e-7, (diff, np.linalg.norm(b - w0))
 
 
 def _trainer(cfg, strategy, weights):
     with strategy.scope():
-        model = train._build_model(cfg, _num_classes(cfg))
-        optimizer = optim.build_optimizer("lars", 0.4, 0.9, cfg.weight_decay)
-        if cfg.precision == "mixed_float16":
-            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+        model = train.build_model(cfg, _num_classes(cfg))
+        optimizer = train.make_optimizer(cfg, 0.4)
     model.set_weights(weights)
     return train.Trainer(cfg, strategy, model, optimizer, None, total_steps=1,
                          steps_per_epoch=1)
@@ -64,7 +73,10 @@ def _one_step(trainer, strategy, jit=False):
     return loss, logs, [w.copy() for w in trainer.model.get_weights()]
 
 
-def test_two_replicas_with_global_bn_equal_one_replica(one_replica, two_replicas):
+def test_two_replicas_with_global_bn_equal_one_replica(one_replica, two_replicas, monkeypatch):
+    # One replica would get the fused batch norm (resnet_test compares it with this one);
+    # here both sides use the synchronised layer, to test the cross-replica logic alone.
+    monkeypatch.setattr(resnet, "synchronized_bn", lambda global_bn: global_bn)
     cfg = dataclasses.replace(BASE, image_size=32)  # 32 px: a 3x3 blur kernel (16 px: 1x1)
     weights = _reference_weights(cfg)
     results = [_one_step(_trainer(cfg, s, weights), s) for s in (one_replica, two_replicas)]
@@ -72,11 +84,9 @@ def test_two_replicas_with_global_bn_equal_one_replica(one_replica, two_replicas
     assert loss1 == pytest.approx(loss2, rel=1e-5)
     for key in ("contrast_loss", "contrast_acc", "supervised_loss"):
         assert logs1[key] == pytest.approx(logs2[key], rel=1e-5, abs=1e-6), key
-    moved = 0
-    for a, b, w0 in zip(w1, w2, weights):
-        # Compare the updates themselves (they are small next to the weights).
-        np.testing.assert_allclose(b - w0, a - w0, rtol=2e-3, atol=1e-6)
-        moved += not np.allclose(a, w0)
+    # Compare the updates themselves (they are small next to the weights).
+    _assert_same_updates(w2, w1, weights, rel=1e-3)
+    moved = sum(not np.allclose(a, w0) for a, w0 in zip(w1, weights))
     assert moved > len(weights) // 2  # the step changed most variables (BN statistics too)
 
 
@@ -87,7 +97,7 @@ def test_two_replicas_without_global_bn_normalise_each_half(two_replicas):
     trainer = _trainer(cfg, two_replicas, weights)
     _, logs, _ = _one_step(trainer, two_replicas)
     # Reference on one device: batch norm over each replica's half, negatives from both.
-    model = train._build_model(cfg, None)
+    model = train.build_model(cfg, None)
     model.set_weights(weights)
     images, _ = _inputs()
     halves = [model(images[:4], training=True)[ep.PROJ_HEAD_OUTPUT],
@@ -108,8 +118,7 @@ def test_step_compiles_with_xla_on_one_replica(one_replica):
     eager_loss, _, eager_w = _one_step(_trainer(cfg, one_replica, weights), one_replica)
     xla_loss, _, xla_w = _one_step(_trainer(cfg, one_replica, weights), one_replica, jit=True)
     assert xla_loss == pytest.approx(eager_loss, rel=1e-4)
-    for a, b, w0 in zip(eager_w, xla_w, weights):
-        np.testing.assert_allclose(b - w0, a - w0, rtol=5e-3, atol=1e-5)
+    _assert_same_updates(xla_w, eager_w, weights, rel=5e-3)
 
 
 @pytest.mark.parametrize("precision,rel", [("mixed_bfloat16", 0.05), ("mixed_float16", 0.01)])

@@ -35,7 +35,7 @@ def run(tmp_path_factory):
 
 
 def _in_memory(cfg, prefix):
-    model = train._build_model(dataclasses.replace(cfg, train_mode="finetune"),
+    model = train.build_model(dataclasses.replace(cfg, train_mode="finetune"),
                                checkpoints.num_classes_in(prefix))
     checkpoints.restore_for_eval(model, prefix)
     return model

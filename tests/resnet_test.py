@@ -219,6 +219,49 @@ def test_global_batch_norm_on_two_replicas_equals_one_device(two_replicas):
     assert not np.allclose(got_local, expected, rtol=1e-4, atol=1e-5)
 
 
+def _batch_norms(model):
+    return [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+
+
+def test_one_replica_uses_the_fused_batch_norm_with_the_same_statistics(
+        one_replica, two_replicas, monkeypatch):
+    with two_replicas.scope():
+        assert all(bn.synchronized for bn in _batch_norms(_built(global_bn=True)))
+    with one_replica.scope():
+        fused = _built(global_bn=True)
+    assert not any(bn.synchronized for bn in _batch_norms(fused))
+    monkeypatch.setattr(resnet, "synchronized_bn", lambda global_bn: global_bn)
+    with one_replica.scope():
+        synced = _built(global_bn=True)  # the synchronised layer, forced on one replica
+    assert all(bn.synchronized for bn in _batch_norms(synced))
+    synced.set_weights(fused.get_weights())
+    images = tf.random.stateless_uniform([8, 16, 16, 3], seed=[7, 1])
+
+    def run(model):
+        with tf.GradientTape() as tape:
+            out = model(images, training=True)
+            loss = tf.reduce_sum(tf.sin(out))
+        return out.numpy(), [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+
+    (out_f, grads_f), (out_s, grads_s) = run(fused), run(synced)
+    np.testing.assert_allclose(out_f, out_s, rtol=1e-4, atol=1e-5)
+    for a, b in zip(grads_f, grads_s):  # per variable: rounding noise only
+        assert np.linalg.norm(a - b) <= 1e-4 * np.linalg.norm(b) + 1e-6
+    # Moving statistics: the same mean; the fused kernel averages the unbiased batch
+    # variance (x n / (n - 1), n = values per channel), the synchronised layer the biased one.
+    for bn_f, bn_s in zip(_batch_norms(fused), _batch_norms(synced)):
+        np.testing.assert_allclose(bn_f.moving_mean.numpy(), bn_s.moving_mean.numpy(),
+                                   rtol=1e-4, atol=1e-6)
+        momentum = bn_s.momentum
+        batch_var = (bn_s.moving_variance.numpy() - momentum) / (1 - momentum)  # from 1.0
+        n = None
+        for candidate in (8 * 16 * 16, 8 * 8 * 8, 8 * 4 * 4, 8 * 2 * 2):
+            expected = momentum + (1 - momentum) * batch_var * candidate / (candidate - 1)
+            if np.allclose(bn_f.moving_variance.numpy(), expected, rtol=1e-4, atol=1e-7):
+                n = candidate
+        assert n is not None, bn_f.name  # matches the analytic value at its resolution
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(depth=19), "resnet_depth=19"),
     (dict(depth=18, width_multiplier=0), "width_multiplier=0"),

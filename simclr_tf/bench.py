@@ -1,0 +1,274 @@
+"""The benchmark behind ``simclr-bench``: step, matmul peak, input pipeline and evaluation.
+
+Everything is measured in one run on one machine, so the figures compare as ratios:
+
+- the pretraining step (blur, forward, NT-Xent, backward, optimizer update: the very
+  ``train.Trainer`` step of ``simclr-pretrain``) in views per second, median of timed runs
+  after warm-up, on a fixed batch already on the device;
+- its GFLOP/s, with step FLOPs = 3 x the forward FLOPs of encoder + heads counted by TF's
+  profiler (2 per multiply-add) x the views per step, and the GFLOP/s of a 2048^3 float32
+  matmul in a ``tf.function`` without XLA (median of >= 10 calls after warm-up, measured right
+  before and right after the step and averaged); their ratio is the utilisation;
+- the input pipeline alone (``data.build_dataset`` in pretraining mode: two augmented views
+  and batching, from decoded uint8 source images held in memory) in views per second, and its
+  ratio to what the step consumes;
+- evaluation: the eval pipeline (centre crop) feeding inference, in images per second.
+"""
+
+import contextlib
+import dataclasses
+import statistics
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from simclr_tf import config as config_lib
+from simclr_tf import data as data_lib
+from simclr_tf import resnet
+from simclr_tf import train
+
+# Step variants that ``--variants`` measures in one run, as changes to the config (and, for
+# the step before the fused single-replica batch norm, a patch restoring the old choice).
+VARIANTS = {
+    "default": {},
+    "sync_bn_one_replica": {},  # the step before the fused batch norm on one replica
+    "no_blur": {"use_blur": False},
+    "momentum": {"optimizer": "momentum"},  # instead of LARS: the cost of its norms
+    "xla": {"jit_compile": True},
+    "mixed_bfloat16": {"precision": "mixed_bfloat16"},
+}
+MATMUL_SIZE = 2048
+PARTS = ("step", "input", "eval")
+NUM_CLASSES = 10
+
+
+@dataclasses.dataclass
+class Options:
+    """How long and what to measure."""
+
+    warmup_runs: int = 1
+    timed_runs: int = 3
+    steps_per_run: int = 2
+    matmul_calls: int = 10
+    input_seconds: float = 8.0
+    eval_seconds: float = 8.0
+    source_height: int = 256
+    source_width: int = 320
+    source_images: int = 256
+    parts: tuple = PARTS
+    variants: tuple = ()
+
+
+def _median_time(fn: Callable[[], object], warmup: int, runs: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_gflops(calls: int = 10, size: int = MATMUL_SIZE) -> float:
+    """GFLOP/s of a ``size``^3 float32 matmul in a tf.function (no XLA), median of ``calls``."""
+    a = tf.random.stateless_uniform([size, size], seed=[1, 2])
+    b = tf.random.stateless_uniform([size, size], seed=[3, 4])
+    matmul = tf.function(tf.matmul, jit_compile=False)
+    seconds = _median_time(lambda: matmul(a, b).numpy(), warmup=2, runs=max(10, calls))
+    return 2.0 * size ** 3 / seconds / 1e9
+
+
+def forward_flops(model, image_size: int) -> int:
+    """FLOPs of one image's forward pass through ``model``, counted by TF's profiler."""
+    from tensorflow.python.framework import convert_to_constants  # noqa: PLC0415
+
+    fn = tf.function(lambda x: model(x, training=False))
+    concrete = fn.get_concrete_function(tf.TensorSpec([1, image_size, image_size, 3]))
+    graph = convert_to_constants.convert_variables_to_constants_v2(concrete).graph
+    builder = tf.compat.v1.profiler.ProfileOptionBuilder
+    options = builder(builder.float_operation()).with_empty_output().build()
+    return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
+
+
+def _distribute_batch(strategy, images, labels):
+    n = images.shape[0] // strategy.num_replicas_in_sync
+
+    def local(ctx):
+        i = ctx.replica_id_in_sync_group
+        return images[i * n:(i + 1) * n], labels[i * n:(i + 1) * n]
+
+    return strategy.experimental_distribute_values_from_function(local)
+
+
+def measure_step(cfg: config_lib.Config, strategy, options: Options) -> Dict[str, float]:
+    """Views/s and achieved GFLOP/s of the pretraining step of ``cfg``."""
+    num_classes = NUM_CLASSES if cfg.lineareval_while_pretraining else None
+    with strategy.scope():
+        model = train.build_model(cfg, num_classes)
+        optimizer = train.make_optimizer(cfg, cfg.learning_rate)
+    trainer = train.Trainer(cfg, strategy, model, optimizer, None, total_steps=1,
+                            steps_per_epoch=1)
+    batch = cfg.train_batch_size
+    size = cfg.image_size
+    images = tf.random.stateless_uniform([batch, size, size, 6], seed=[5, 6])
+    labels = tf.random.stateless_uniform([batch], seed=[7, 8], maxval=NUM_CLASSES,
+                                         dtype=tf.int32)
+    inputs = _distribute_batch(strategy, images, labels)
+    steps = options.steps_per_run
+
+    @tf.function
+    def run_steps(x):  # several steps in one function, as orbit's loop runs them
+        loss = tf.constant(0.0)
+        for _ in tf.range(steps):
+            per_replica = strategy.run(trainer.replica_step, args=(x,))
+            loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        return loss
+
+    seconds = _median_time(lambda: run_steps(inputs).numpy(), options.warmup_runs,
+                           options.timed_runs) / steps
+    views = 2 * batch
+    flops = 3 * forward_flops(model, size) * views
+    return {"train_views_per_sec": views / seconds, "train_step_seconds": seconds,
+            "train_gflops": flops / seconds / 1e9, "step_gflop": flops / 1e9}
+
+
+@contextlib.contextmanager
+def _variant_patch(name: str):
+    if name != "sync_bn_one_replica":
+        yield
+        return
+    original = resnet.synchronized_bn
+    resnet.synchronized_bn = lambda global_bn: global_bn
+    try:
+        yield
+    finally:
+        resnet.synchronized_bn = original
+
+
+def _source(options: Options) -> data_lib.ArraySource:
+    rng = np.random.default_rng(0)
+    shape = [options.source_images, options.source_height, options.source_width, 3]
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
+    labels = rng.integers(0, NUM_CLASSES, options.source_images).astype(np.int32)
+    return data_lib.ArraySource({"train": (images, labels)}, NUM_CLASSES, "bench")
+
+
+def _iterate_for(ds: tf.data.Dataset, seconds: float, per_batch: Callable[[object], int]
+                 ) -> float:
+    """Items per second over ``seconds`` after a warm-up, pulling batches from ``ds``."""
+    iterator = iter(ds)
+    warm_until = time.perf_counter() + min(3.0, seconds / 2)
+    while time.perf_counter() < warm_until:
+        per_batch(next(iterator))
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        count += per_batch(next(iterator))
+    return count / (time.perf_counter() - start)
+
+
+def measure_input(cfg: config_lib.Config, options: Options) -> float:
+    """Views/s of the pretraining input pipeline (two views per image) alone."""
+    ds = data_lib.build_dataset(
+        _source(options), "train", "pretrain", cfg.train_batch_size, cfg.image_size,
+        color_jitter_strength=cfg.color_jitter_strength,
+        color_jitter_impl=cfg.color_jitter_impl, cache=cfg.cache_dataset, seed=cfg.seed)
+    return _iterate_for(ds, options.input_seconds, lambda b: 2 * int(b[0].shape[0]))
+
+
+def measure_eval(cfg: config_lib.Config, options: Options) -> float:
+    """Images/s of evaluation: centre-crop pipeline feeding the model in inference mode."""
+    with tf.distribute.get_strategy().scope():
+        model = train.build_model(dataclasses.replace(cfg, train_mode="finetune",
+                                                      global_bn=False), NUM_CLASSES)
+    ds = data_lib.build_dataset(_source(options), "train", "eval", cfg.eval_batch_size,
+                                cfg.image_size).repeat()
+    infer = tf.function(lambda x: model(x, training=False)["logits_sup"])
+
+    def per_batch(batch):
+        infer(batch[0]).numpy()
+        return int(batch[0].shape[0])
+
+    return _iterate_for(ds, options.eval_seconds, per_batch)
+
+
+def run(cfg: config_lib.Config, options: Optional[Options] = None,
+        report: Callable[[str], None] = print) -> Dict[str, float]:
+    """Measures what ``options.parts`` names and returns the figures (see the module doc)."""
+    options = options or Options()
+    unknown = set(options.parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown benchmark parts {sorted(unknown)}; use some of {PARTS}.")
+    cfg = dataclasses.replace(cfg, model_dir=cfg.model_dir or "<unused>",
+                              train_mode="pretrain").validate()
+    from simclr_tf import strategies  # noqa: PLC0415
+
+    strategy = strategies.get_strategy(cfg.strategy, cfg.tpu_name)
+    data_lib.check_batch_divides(cfg.train_batch_size, strategy.num_replicas_in_sync,
+                                 "train_batch_size")
+    unknown = set(options.variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown step variants {sorted(unknown)}; use some of "
+                         f"{list(VARIANTS)}.")
+    result: Dict[str, float] = {}
+    if "step" in options.parts:
+        report("measuring the float32 matmul peak ...")
+        before = matmul_gflops(options.matmul_calls)
+        report(f"measuring the pretraining step ({cfg.train_batch_size} images, "
+               f"{2 * cfg.train_batch_size} views) ...")
+        result.update(measure_step(cfg, strategy, options))
+        for name in options.variants:
+            report(f"measuring step variant {name} ...")
+            with _variant_patch(name):
+                step = measure_step(dataclasses.replace(cfg, **VARIANTS[name]), strategy,
+                                    options)
+            result[f"variant_{name}_views_per_sec"] = step["train_views_per_sec"]
+        after = matmul_gflops(options.matmul_calls)
+        result["matmul_gflops"] = (before + after) / 2
+        result["matmul_gflops_before"], result["matmul_gflops_after"] = before, after
+        result["utilisation"] = result["train_gflops"] / result["matmul_gflops"]
+    if "input" in options.parts:
+        report(f"measuring the input pipeline at {cfg.image_size} px from "
+               f"{options.source_height}x{options.source_width} sources ...")
+        result["input_views_per_sec"] = measure_input(cfg, options)
+        if "train_views_per_sec" in result:
+            result["input_to_train_ratio"] = (result["input_views_per_sec"]
+                                              / result["train_views_per_sec"])
+    if "eval" in options.parts:
+        report("measuring evaluation ...")
+        result["eval_views_per_sec"] = measure_eval(cfg, options)
+    return result
+
+
+ROWS: List[tuple] = [
+    ("train_views_per_sec", "pretraining step", "views/s"),
+    ("train_step_seconds", "  seconds per step", "s"),
+    ("train_gflops", "  achieved", "GFLOP/s"),
+    ("matmul_gflops", "float32 matmul 2048^3 (mean of before/after)", "GFLOP/s"),
+    ("utilisation", "utilisation (step / matmul)", ""),
+    ("input_views_per_sec", "input pipeline (2 views, batched)", "views/s"),
+    ("input_to_train_ratio", "  input / step consumption", "x"),
+    ("eval_views_per_sec", "evaluation (pipeline + inference)", "images/s"),
+]
+
+
+def format_table(cfg: config_lib.Config, result: Dict[str, float]) -> str:
+    """A readable table of ``result``."""
+    head = (f"simclr-bench: ResNet-{cfg.resnet_depth} x{cfg.width_multiplier:g}"
+            f"{f' sk {cfg.sk_ratio:g}' if cfg.sk_ratio else ''}, {cfg.image_size} px, batch "
+            f"{cfg.train_batch_size}, {cfg.precision}{', XLA' if cfg.jit_compile else ''}, "
+            f"global_bn={cfg.global_bn}, blur={cfg.use_blur}")
+    lines = [head, "-" * len(head)]
+    for key, label, unit in ROWS:
+        if key in result:
+            lines.append(f"{label:<46} {result[key]:>10.2f} {unit}")
+    variants = [k for k in result if k.startswith("variant_")]
+    if variants:
+        lines.append("step variants (views/s, ratio to the default step):")
+    for key in variants:
+        name = key[len("variant_"):-len("_views_per_sec")]
+        lines.append(f"  {name:<44} {result[key]:>10.2f} "
+                     f"{result[key] / result['train_views_per_sec']:.2f}x")
+    return "\n".join(lines)

@@ -1,0 +1,61 @@
+"""simclr-bench: speed of the pretraining step, the matmul peak, the input pipeline and eval.
+
+  simclr-bench                                   # ResNet-18, 32 px, batch 64 (the target)
+  simclr-bench --image_size=224 --parts=input    # the input pipeline at 224 px
+  simclr-bench --json                            # one JSON object on stdout
+
+Every training flag applies (--resnet_depth, --width_multiplier, --image_size,
+--train_batch_size, --precision, --jit_compile, --global_bn, --use_blur, --strategy, ...).
+"""
+
+import json
+
+from absl import flags
+
+from simclr_tf.cli import flags as cli_flags
+
+cli_flags.define_flags(train_mode="pretrain", resnet_depth=18, width_multiplier=1.0,
+                       image_size=32, train_batch_size=64, eval_batch_size=64,
+                       strategy="default")
+flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
+flags.DEFINE_list("parts", ["step", "input", "eval"], "What to measure: step, input, eval.")
+flags.DEFINE_list("variants", [], "Step variants to measure beside the default step, in the "
+                  "same run: sync_bn_one_replica, no_blur, momentum, xla, mixed_bfloat16.")
+flags.DEFINE_integer("timed_runs", 3, "Timed runs of the step (the median is reported).")
+flags.DEFINE_integer("steps_per_run", 2, "Steps inside one tf.function call per timed run.")
+flags.DEFINE_integer("matmul_calls", 10, "Timed matmul calls, before and after the step.")
+flags.DEFINE_float("input_seconds", 8.0, "Seconds of timed input-pipeline reading.")
+flags.DEFINE_float("eval_seconds", 8.0, "Seconds of timed evaluation.")
+flags.DEFINE_integer("source_height", 256, "Height of the in-memory source images.")
+flags.DEFINE_integer("source_width", 320, "Width of the in-memory source images.")
+
+FLAGS = flags.FLAGS
+
+
+def main(cfg):
+    from simclr_tf import bench  # late: keep --help and flag errors fast
+
+    options = bench.Options(
+        timed_runs=FLAGS.timed_runs, steps_per_run=FLAGS.steps_per_run,
+        matmul_calls=FLAGS.matmul_calls, input_seconds=FLAGS.input_seconds,
+        eval_seconds=FLAGS.eval_seconds, source_height=FLAGS.source_height,
+        source_width=FLAGS.source_width, parts=tuple(FLAGS.parts),
+        variants=tuple(FLAGS.variants))
+    for name in ("timed_runs", "steps_per_run", "matmul_calls", "source_height",
+                 "source_width"):
+        if getattr(FLAGS, name) < 1:
+            raise ValueError(f"--{name}={getattr(FLAGS, name)} must be >= 1.")
+    report = (lambda _: None) if FLAGS.json else (lambda s: print(s, flush=True))
+    result = bench.run(cfg, options, report)
+    if FLAGS.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(bench.format_table(cfg, result))
+
+
+def run():
+    cli_flags.run_program(main, "simclr-bench")
+
+
+if __name__ == "__main__":
+    run()

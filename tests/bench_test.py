@@ -1,0 +1,90 @@
+"""simclr-bench: its FLOP count against hand counts, and the figures it reports."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+import simclr_tf  # noqa: F401
+from simclr_tf import bench
+from simclr_tf import model as model_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_flops_of_one_convolution_are_two_per_multiply_add():
+    conv = keras.Sequential([keras.Input([8, 8, 3]),
+                             keras.layers.Conv2D(4, 3, padding="same", use_bias=False)])
+    assert bench.forward_flops(conv, 8) == 2 * (8 * 8 * 4) * (3 * 3 * 3)
+
+
+def _resnet18_cifar_macs(width, size, proj_dims, num_classes):
+    """Multiply-adds of the convolutions and dense layers, from the layout (SPEC.md §2)."""
+    macs, c_in, s = 0, 3, size
+    stem = int(64 * width)
+    macs += s * s * stem * 9 * c_in  # 3x3/1 stem
+    c_in = stem
+    for group, stride in zip((64, 128, 256, 512), (1, 2, 2, 2)):
+        c = int(group * width)
+        for block in range(2):
+            st = stride if block == 0 else 1
+            s_out = s // st
+            if block == 0:
+                macs += s_out * s_out * c * c_in  # 1x1 projection shortcut
+            macs += s_out * s_out * c * 9 * c_in  # 3x3 (with the stride)
+            macs += s_out * s_out * c * 9 * c     # 3x3
+            c_in, s = c, s_out
+    dims = [c_in, *proj_dims]
+    macs += sum(a * b for a, b in zip(dims, dims[1:]))
+    return macs + c_in * num_classes  # the linear head reads the encoder output
+
+
+def test_resnet18_flops_match_the_layout():
+    model = model_lib.build_model(resnet_depth=18, width_multiplier=0.5, image_size=32,
+                                  proj_head_mode="nonlinear", num_proj_layers=2,
+                                  proj_out_dim=64, num_classes=10)
+    model(tf.zeros([1, 32, 32, 3]), training=False)
+    counted = bench.forward_flops(model, 32)
+    expected = 2 * _resnet18_cifar_macs(0.5, 32, [256, 64], 10)
+    # The profiler also counts the cheap element-wise work (batch norm, adds): < 2% here.
+    assert expected <= counted <= 1.02 * expected, (counted, expected)
+
+
+def test_bench_program_reports_consistent_figures():
+    cmd = [sys.executable, "-m", "simclr_tf.cli.bench", "--json", "--resnet_depth=18",
+           "--width_multiplier=0.25", "--image_size=16", "--train_batch_size=8",
+           "--eval_batch_size=8", "--timed_runs=1", "--steps_per_run=1", "--input_seconds=1",
+           "--eval_seconds=1", "--source_height=40", "--source_width=48",
+           "--variants=sync_bn_one_replica"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("train_views_per_sec", "train_gflops", "matmul_gflops", "utilisation",
+                "input_views_per_sec", "input_to_train_ratio", "eval_views_per_sec"):
+        assert result[key] > 0, key
+    assert result["train_views_per_sec"] == pytest.approx(16 / result["train_step_seconds"])
+    assert result["train_gflops"] == pytest.approx(
+        result["step_gflop"] / result["train_step_seconds"])
+    assert result["utilisation"] == pytest.approx(
+        result["train_gflops"] / result["matmul_gflops"])
+    assert result["matmul_gflops"] == pytest.approx(
+        (result["matmul_gflops_before"] + result["matmul_gflops_after"]) / 2)
+    assert result["variant_sync_bn_one_replica_views_per_sec"] > 0
+    assert result["input_to_train_ratio"] == pytest.approx(
+        result["input_views_per_sec"] / result["train_views_per_sec"])
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("--parts=step,gpu", "unknown benchmark parts ['gpu']"),
+    ("--variants=fast", "unknown step variants ['fast']"),
+])
+def test_bench_rejects_unknown_parts_and_variants(arg, message):
+    proc = subprocess.run([sys.executable, "-m", "simclr_tf.cli.bench", arg],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 2
+    assert message in proc.stderr.strip().splitlines()[-1]
