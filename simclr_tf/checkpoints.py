@@ -6,18 +6,124 @@ object-graph matching of ``model.encoder`` and ``model.projection_head`` only: n
 optimizer, the step or the supervised head (the original restored all of them, SPEC.md §8.1).
 """
 
+import os
+import re
+import tempfile
+import time
 from typing import Callable, Optional
 
 import tensorflow as tf
+from absl import logging
+
+# Test-only fault injection inside a checkpoint write (after its files are written, before
+# the checkpoint is recorded as complete): "delay:SECONDS" or "oserror:STEP".
+FAULT_ENV = "SIMCLR_TF_TEST_CHECKPOINT_FAULT"
+
+
+# What reading a truncated, missing or garbled checkpoint file raises (a checkpoint of
+# another architecture raises ValueError from ``_read`` instead, and is not skipped).
+_CORRUPT = (tf.errors.OpError, IndexError, EOFError, OSError, UnicodeDecodeError)
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written; the earlier ones are intact."""
+
+
+class RunCheckpointManager(tf.train.CheckpointManager):
+    """TF's manager (a checkpoint counts once its files are written and it is recorded in the
+    ``checkpoint`` state file, so ``max_to_keep`` only ever counts complete ones), plus:
+
+    - ``restore_or_initialize`` falls back to the previous complete checkpoint, with a
+      warning naming it, when the newest cannot be read (a truncated or missing file);
+    - a failed write raises ``CheckpointWriteError`` naming the file and the newest
+      checkpoint that is still complete.
+    """
+
+    restored: Optional[str] = None  # what restore_or_initialize read
+
+    def save(self, checkpoint_number=None, check_interval=True, options=None):
+        number = checkpoint_number
+        if number is not None and not isinstance(number, int):
+            number = int(number.numpy() if hasattr(number, "numpy") else number)
+        options = tf.train.CheckpointOptions(
+            experimental_write_callbacks=[lambda path: _fault_hook(path, number)])
+        previous = self.latest_checkpoint
+        try:
+            return super().save(checkpoint_number, check_interval, options)
+        except (OSError, tf.errors.OpError) as e:
+            raise CheckpointWriteError(
+                f"could not write checkpoint {self._prefix}-{number} ({type(e).__name__}: "
+                f"{str(e)[:300]}). The earlier checkpoints are intact (newest complete: "
+                f"{previous}); free space or fix the folder, then run the same command to "
+                "resume.") from e
+
+    def save_now(self, step: int) -> str:
+        """A checkpoint at ``step`` now, whatever the interval (SIGTERM): its prefix."""
+        if self.latest_checkpoint and self.latest_checkpoint.endswith(f"-{step}"):
+            return self.latest_checkpoint
+        self._last_checkpoint_step = None  # TF's manager skips a step it saved already
+        return self.save(checkpoint_number=step, check_interval=False)
+
+    def restore_or_initialize(self):
+        recorded = list(reversed(self.checkpoints))  # newest first, complete ones only
+        for prefix in recorded:
+            try:
+                _read(self.checkpoint, prefix, "the training state")
+            except _CORRUPT as e:
+                message = (f"checkpoint {prefix} is unreadable ({type(e).__name__}: "
+                           f"{str(e)[:200]}); using the previous complete one.")
+                logging.warning(message)
+                print(f"warning: {message}", flush=True)
+                continue
+            if self._checkpoint_interval is not None:
+                self._last_checkpoint_step = int(self._step_counter.numpy())
+            self.restored = prefix
+            return prefix
+        if recorded:
+            raise ValueError(f"no checkpoint in {self.directory} can be read ({recorded}); "
+                             "move the folder aside to start again.")
+        if self._init_fn is not None:
+            self._init_fn()
+        if self._checkpoint_interval is not None:
+            # Count the interval from the start, so checkpoints fall on its multiples (TF's
+            # manager would save at the end of the first loop, then count from there).
+            self._last_checkpoint_step = int(self._step_counter.numpy())
+        return None
+
+
+def _fault_hook(path: str, number: Optional[int]):
+    fault = os.environ.get(FAULT_ENV, "")
+    if not fault:
+        return
+    kind, _, value = fault.partition(":")
+    if kind == "delay":
+        print(f"test: inside the write of checkpoint {path}", flush=True)
+        time.sleep(float(value))
+    elif kind == "oserror" and number == int(value):
+        raise OSError(28, "No space left on device (injected by the test)", path)
 
 
 def make_manager(model, optimizer, model_dir: str, max_to_keep: int, interval: int,
-                 init_fn: Optional[Callable[[], None]] = None) -> tf.train.CheckpointManager:
-    """The run's CheckpointManager: ``model_dir/ckpt-<step>``, the newest ``max_to_keep``."""
+                 init_fn: Optional[Callable[[], None]] = None) -> RunCheckpointManager:
+    """The run's manager: ``model_dir/ckpt-<step>``, the newest ``max_to_keep`` complete."""
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    return tf.train.CheckpointManager(
+    return RunCheckpointManager(
         checkpoint, directory=model_dir, max_to_keep=max_to_keep,
         step_counter=optimizer.iterations, checkpoint_interval=interval, init_fn=init_fn)
+
+
+def remove_partial_writes(model_dir: str) -> int:
+    """Deletes what interrupted checkpoint writes left (``ckpt-N_temp*``); never a recorded
+    checkpoint. Call it only while holding the run's lock. Returns how many were removed."""
+    removed = 0
+    for path in tf.io.gfile.glob(os.path.join(model_dir, "ckpt-*_temp*")):
+        if re.search(r"ckpt-\d+_temp", os.path.basename(path.rstrip("/"))):
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+            else:
+                tf.io.gfile.remove(path)
+            removed += 1
+    return removed
 
 
 def resolve(path: str) -> str:
@@ -49,8 +155,37 @@ def _read(checkpoint: tf.train.Checkpoint, prefix: str, what: str):
         raise ValueError(
             f"cannot restore {what} from {prefix!r}: the checkpoint holds another architecture "
             "(check --resnet_depth, --width_multiplier, --sk_ratio, --proj_head_mode, "
-            f"--num_proj_layers, --proj_out_dim, --image_size): {str(e)[:500]}") from e
+            f"--num_proj_layers, --proj_out_dim, --image_size). "
+            f"{_differences(checkpoint, prefix) or str(e)[:500]}") from e
     return status.expect_partial()
+
+
+def _differences(checkpoint: tf.train.Checkpoint, prefix: str, limit: int = 5) -> str:
+    """The variables whose shapes differ between ``checkpoint``'s objects and the file."""
+    tmp = tempfile.mkdtemp(prefix="simclr_tf_shapes_")
+    try:
+        ours = dict(tf.train.list_variables(checkpoint.write(os.path.join(tmp, "model"))))
+    except Exception:  # noqa: BLE001 (only an explanation is lost)
+        return ""
+    finally:
+        tf.io.gfile.rmtree(tmp)
+    theirs = dict(tf.train.list_variables(prefix))
+    differ, missing = [], []
+    for key, shape in sorted(ours.items()):
+        if key.startswith("_CHECKPOINTABLE") or "OPTIMIZER_SLOT" in key:
+            continue
+        name = key.replace("/.ATTRIBUTES/VARIABLE_VALUE", "")
+        if key not in theirs:
+            missing.append(name)
+        elif list(theirs[key]) != list(shape):
+            differ.append(f"{name} is {list(theirs[key])} in the checkpoint, {list(shape)} here")
+    parts = []
+    if differ:
+        parts.append(f"{len(differ)} variable(s) differ in shape: " + "; ".join(differ[:limit]))
+    if missing:
+        parts.append(f"{len(missing)} are missing from the checkpoint: "
+                     + ", ".join(missing[:limit]))
+    return ". ".join(parts) + ("." if parts else "")
 
 
 def restore_pretrained(model, path: str) -> str:

@@ -18,6 +18,7 @@ TRAIN_MODES = ("pretrain", "finetune")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 COLOR_JITTER_IMPLS = ("v1", "v2")
+ON_NONFINITE = ("stop", "rollback")
 
 
 @dataclasses.dataclass
@@ -45,6 +46,7 @@ class Config:
     checkpoint_epochs: float = 1
     checkpoint_steps: int = 0
     steps_per_loop: int = 0
+    on_nonfinite: str = "stop"
     keep_checkpoint_max: int = 5
     keep_hub_module_max: int = 1
     # Optimisation.
@@ -99,6 +101,7 @@ class Config:
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("precision", self.precision, PRECISIONS)
         _choice("color_jitter_impl", self.color_jitter_impl, COLOR_JITTER_IMPLS)
+        _choice("on_nonfinite", self.on_nonfinite, ON_NONFINITE)
         _choice("resnet_depth", self.resnet_depth, tuple(resnet.DEPTHS))
         for name in ("train_batch_size", "eval_batch_size", "image_size", "proj_out_dim"):
             _at_least(name, getattr(self, name), 1)

@@ -8,6 +8,7 @@ pipeline gets ``global / num_replicas`` from its ``tf.distribute.InputContext``.
 
 import dataclasses
 import os
+import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -168,6 +169,7 @@ class FolderSource(Source):
         if not 0.0 < holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction={holdout_fraction} must be in (0, 1).")
         self.data_dir = data_dir
+        self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_files")
         subdirs = _class_folders(data_dir)
         eval_dirs = [d for d in EVAL_FOLDER_NAMES if d in subdirs]
         if "train" in subdirs:
@@ -209,7 +211,8 @@ class FolderSource(Source):
         for c in sorted({c for c, _ in items}):
             files = [it for it in items if it[0] == c]
             order = rng.permutation(len(files))
-            n_held = int(round(fraction * len(files))) if len(files) > 1 else 0
+            # At least one per class with two or more images, so no class is left unseen.
+            n_held = max(1, int(round(fraction * len(files)))) if len(files) > 1 else 0
             held += [files[i] for i in sorted(order[:n_held])]
             train += [files[i] for i in sorted(order[n_held:])]
         return {"train": train, "validation": held}
@@ -221,19 +224,94 @@ class FolderSource(Source):
     def read(self, split, input_context=None, shuffle_files=False):
         self.check_split(split)
         paths, labels = self._examples[split]
-        ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32)))
+        ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string, [len(paths)]),
+                                                 np.asarray(labels, np.int32)))
         ds = _shard(ds, input_context)
         if shuffle_files:
-            ds = ds.shuffle(len(paths), reshuffle_each_iteration=True)
-        ds = ds.map(decode_file, num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.shuffle(max(1, len(paths)), reshuffle_each_iteration=True)
+        ds = ds.map(self._decode_or_skip, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.filter(lambda image, label, ok: ok).map(lambda image, label, ok: (image, label))
+        # A file that passes the checks but still does not decode is dropped by TF, which
+        # logs the error (without the file's name).
         return ds.ignore_errors(log_warning=True)
+
+    @property
+    def skipped(self) -> int:
+        """How many files were skipped as broken so far (empty, not an image, truncated)."""
+        return int(self._skipped.numpy())
+
+    def _decode_or_skip(self, path, label):
+        contents = tf.io.read_file(path)
+        problem = image_file_problem(contents)
+        ok = tf.equal(problem, "")
+
+        def name_it():
+            tf.print("simclr_tf: skipping", path, "-", problem, output_stream=sys.stderr)
+            return tf.constant(True)
+
+        def skip():
+            count = self._skipped.assign_add(1)
+            with tf.control_dependencies([tf.cond(count <= MAX_NAMED_SKIPS, name_it,
+                                                  lambda: tf.constant(False))]):
+                return tf.zeros([1, 1, 3], tf.uint8)
+
+        image = tf.cond(ok, lambda: _decode(contents), skip)
+        return image, label, ok
+
+
+MAX_NAMED_SKIPS = 5  # broken files named on the console; all are counted
+
+
+def _decode(contents: tf.Tensor) -> tf.Tensor:
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False, dtype=tf.uint8)
+    image.set_shape([None, None, 3])
+    return image
 
 
 def decode_file(path: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     """Reads and decodes one image file to uint8 RGB [H, W, 3]."""
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image, label
+    return _decode(tf.io.read_file(path)), label
+
+
+def _ends_with(contents, n, suffix: bytes, within: int = 0) -> tf.Tensor:
+    """Whether ``suffix`` ends the file, or ends within its last ``within`` bytes."""
+    k = len(suffix)
+    found = [tf.equal(tf.strings.substr(contents, tf.maximum(n - k - i, 0), k), suffix)
+             for i in range(within + 1)]
+    return tf.logical_and(n >= k, tf.reduce_any(tf.stack(found)))
+
+
+def image_file_problem(contents: tf.Tensor) -> tf.Tensor:
+    """Why the bytes of an image file cannot be used, or "" when they look whole.
+
+    Cheap checks on the bytes already read (no decode): empty, not JPEG / PNG / GIF / BMP,
+    or cut short (no end-of-image marker of JPEG, PNG's IEND chunk, GIF's trailer, or
+    fewer bytes than BMP's header declares)."""
+    n = tf.strings.length(contents)
+    head = lambda k: tf.strings.substr(contents, 0, k)  # noqa: E731
+    jpeg = tf.equal(head(3), b"\xff\xd8\xff")
+    png = tf.equal(head(8), b"\x89PNG\r\n\x1a\n")
+    gif = tf.equal(head(4), b"GIF8")
+    bmp = tf.equal(head(2), b"BM")
+    size_bytes = tf.cast(tf.io.decode_raw(tf.strings.substr(
+        tf.strings.join([contents, b"\0" * 6]), 2, 4), tf.uint8), tf.int64)
+    bmp_size = tf.reduce_sum(size_bytes * tf.constant([1, 256, 65536, 16777216], tf.int64))
+    checks = [
+        (tf.equal(n, 0), "empty file"),
+        (tf.logical_not(jpeg | png | gif | bmp), "not a JPEG, PNG, GIF or BMP image"),
+        (jpeg & tf.logical_not(_ends_with(contents, n, b"\xff\xd9", within=64)),
+         "truncated JPEG (no end-of-image marker)"),
+        (png & tf.logical_not(_ends_with(contents, n, b"IEND\xaeB`\x82", within=64)),
+         "truncated PNG (no IEND chunk)"),
+        (gif & tf.logical_not(_ends_with(contents, n, b";", within=64)),
+         "truncated GIF (no trailer)"),
+        (bmp & (tf.cast(n, tf.int64) < bmp_size),
+         "truncated BMP (shorter than its header says)"),
+    ]
+    problem = tf.constant("")
+    for failed, reason in reversed(checks):  # the first failing check wins
+        problem = tf.where(failed, reason, problem)
+    return problem
 
 
 class TFDSSource(Source):

@@ -21,7 +21,9 @@ import tensorflow as tf
 from simclr_tf import endpoints as ep
 
 EXPORTS_SUBDIR = "saved_model"
-_IMAGES = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+# Any channel count in the signature, so that a wrong one gets our message, not a list of
+# signatures that did not match.
+_IMAGES = tf.TensorSpec([None, None, None, None], tf.float32, name="images")
 
 
 class _Exportable(tf.__internal__.tracking.AutoTrackable):
@@ -38,6 +40,9 @@ class _Exportable(tf.__internal__.tracking.AutoTrackable):
         def call(images, training=False, trainable=None):
             mode = training if trainable is None else trainable
             images = tf.convert_to_tensor(images, tf.float32)
+            # Fails when called with another channel count, naming both shapes and this node.
+            images = tf.ensure_shape(images, [None, None, None, 3],
+                                     name="images_must_be_float_RGB_batch_height_width_3")
             outputs = model(images, training=mode, return_endpoints=True)
             return {k: tf.identity(v, name=k) for k, v in outputs.items()}
 

@@ -22,6 +22,11 @@ def _num_workers_in_tf_config() -> int:
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
+def num_workers() -> int:
+    """How many worker processes TF_CONFIG lists (1 without TF_CONFIG)."""
+    return max(1, _num_workers_in_tf_config())
+
+
 def is_chief() -> bool:
     """Whether this process writes checkpoints, summaries and exports (TF_CONFIG's chief).
 

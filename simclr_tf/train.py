@@ -6,9 +6,11 @@ final evaluation and ``summary.json``. Only ``simclr_tf/cli`` reads flags; these
 ``config.Config``.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import tempfile
 import time
 from typing import Callable, Dict, Optional
@@ -28,6 +30,8 @@ from simclr_tf import losses
 from simclr_tf import metrics as metrics_lib
 from simclr_tf import model as model_lib
 from simclr_tf import optim
+from simclr_tf import preemption
+from simclr_tf import rundir
 from simclr_tf import strategies
 
 SUMMARY_FILE = "summary.json"
@@ -37,8 +41,23 @@ SUMMARY_FILE = "summary.json"
 orbit.controller._log = logging.info  # noqa: SLF001
 
 
+MAX_ROLLBACKS = 3  # --on_nonfinite=rollback gives up after this many in a row
+
+
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite at ``step``."""
+
+    def __init__(self, message: str, step: int = -1):
+        super().__init__(message)
+        self.step = step
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGTERM or SIGINT; a checkpoint at ``step`` was saved."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Optional[str] = None):
+        super().__init__(f"{signal.Signals(signum).name} at step {step}")
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
 
 
 def build_model(cfg: config_lib.Config, num_classes: Optional[int]) -> keras.Model:
@@ -97,11 +116,32 @@ class Trainer(orbit.StandardTrainer):
             self.metrics = {n: keras.metrics.Mean(n, dtype=tf.float32) for n in names}
             self.first_nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
             _ = optimizer.iterations  # created here, not lazily inside the first step
+        # Set from another thread on SIGTERM / SIGINT; the loop checks it before each step.
+        self.stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
+        self.stop_signal: Optional[int] = None
         self._loop_start = None
         self._loss_scaling = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
         self.replica_step = (tf.function(self._step_fn, jit_compile=True) if cfg.jit_compile
                              else self._step_fn)
         super().__init__(dataset, orbit.StandardTrainerOptions(use_tf_while_loop=True))
+
+    def create_train_loop_fn(self):
+        """orbit's loop of ``num_steps`` steps in one tf.function, ending early (before the
+        next step) once ``stop_requested`` is set."""
+
+        def loop_fn(iterator, num_steps):
+            def keep_going(i):
+                return tf.logical_and(i < tf.cast(num_steps, tf.int32),
+                                      tf.logical_not(self.stop_requested.read_value()))
+
+            def body(i):
+                with tf.name_scope(""):
+                    self.train_step(iterator)
+                return i + 1
+
+            tf.while_loop(keep_going, body, [tf.constant(0)])
+
+        return tf.function(loop_fn)
 
     def train_loop_begin(self):
         for metric in self.metrics.values():
@@ -178,12 +218,15 @@ class Trainer(orbit.StandardTrainer):
 
     def train_loop_end(self) -> Dict[str, float]:
         step = int(self.optimizer.iterations.numpy())
+        if bool(self.stop_requested.numpy()):
+            raise Interrupted(self.stop_signal or signal.SIGTERM, step)
         bad_step = int(self.first_nonfinite_step.numpy())
         if bad_step >= 0:
             raise NonFiniteLossError(
                 f"the training loss became non-finite at step {bad_step} (loss "
                 f"{float(self.metrics['loss'].result()):.4g}); stopping before it is saved. "
-                "Lower --learning_rate, check the data, or resume from the last checkpoint.")
+                "Lower --learning_rate, check the data, or resume from the last checkpoint.",
+                bad_step)
         logs = {n: float(m.result()) for n, m in self.metrics.items()}
         logs["learning_rate"] = float(_current_lr(self.optimizer))
         start_time, start_step = self._loop_start
@@ -255,16 +298,48 @@ def _read_json(path: str) -> Dict:
 
 
 def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = None,
-        on_end: Optional[Callable[[keras.Model], None]] = None) -> Dict[str, float]:
+        on_end: Optional[Callable[[keras.Model], None]] = None,
+        on_start: Optional[Callable[[], None]] = None,
+        stop_on_signals: bool = False) -> Dict[str, float]:
     """Trains (pretraining or fine-tuning, by ``cfg.train_mode``), evaluates, and returns the
     metrics written to ``model_dir/summary.json``.
 
     ``strategy`` overrides ``cfg.strategy`` (for notebooks and tests that already built one);
-    ``on_end(model)`` is called with the trained model on every worker before returning.
+    ``on_end(model)`` is called with the trained model on every worker before returning;
+    ``on_start()`` on the chief once it holds model_dir's lock (the CLI writes flags.txt).
+    With ``stop_on_signals`` (the programs; one worker only), SIGTERM or SIGINT stops
+    training before the next step, saves a checkpoint there and raises ``Interrupted``.
     """
     cfg.validate()
-    if strategies.is_chief():
-        tf.io.gfile.makedirs(cfg.model_dir)
+    if not strategies.is_chief():  # other workers write nothing into model_dir
+        return _run(cfg, strategy, on_end, False)
+    make_model_dir(cfg.model_dir)
+    # One run per model_dir; under its lock, remove what interrupted writes left behind.
+    with rundir.RunLock(cfg.model_dir):
+        removed = checkpoints.remove_partial_writes(cfg.model_dir)
+        if removed:
+            print(f"removed {removed} partial checkpoint write(s) left in {cfg.model_dir}",
+                  flush=True)
+        if on_start is not None:
+            on_start()
+        # Several workers would have to stop at the same step: not supported yet.
+        return _run(cfg, strategy, on_end, stop_on_signals and strategies.num_workers() == 1)
+
+
+def make_model_dir(model_dir: str):
+    if tf.io.gfile.exists(model_dir) and not tf.io.gfile.isdir(model_dir):
+        raise ValueError(f"--model_dir={model_dir!r} is a file; give a folder (it is created "
+                         "when missing).")
+    try:
+        tf.io.gfile.makedirs(model_dir)
+    except (OSError, tf.errors.OpError) as e:
+        raise ValueError(f"--model_dir={model_dir!r} cannot be created or written "
+                         f"({type(e).__name__}: {str(e)[:200]}).") from e
+
+
+def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
+         on_end: Optional[Callable[[keras.Model], None]], stop_on_signals: bool
+         ) -> Dict[str, float]:
     strategy = strategy or strategies.get_strategy(cfg.strategy, cfg.tpu_name)
     num_replicas = strategy.num_replicas_in_sync
     data_lib.check_batch_divides(cfg.train_batch_size, num_replicas, "train_batch_size")
@@ -341,13 +416,31 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
           f"peak learning rate {peak_lr:.4g}", flush=True)
     start_step = int(global_step.numpy())
     if start_step:
-        print(f"resumed from {manager.latest_checkpoint} at step {start_step}", flush=True)
+        print(f"resumed from {manager.restored or manager.latest_checkpoint} at step "
+              f"{start_step}", flush=True)
     eval_result = None
-    if evaluator is not None:
-        eval_result = controller.train_and_evaluate(total_steps, cfg.eval_steps or -1,
-                                                    checkpoint_steps)
-    else:
-        controller.train(total_steps)
+    watch = (preemption.StopOnSignals(trainer.stop_requested) if stop_on_signals
+             else contextlib.nullcontext())
+    rollbacks = []  # the checkpoints rolled back to, since the last new one
+    try:
+        with watch:
+            while True:
+                try:
+                    if evaluator is not None:
+                        eval_result = controller.train_and_evaluate(
+                            total_steps, cfg.eval_steps or -1, checkpoint_steps)
+                    else:
+                        controller.train(total_steps)
+                    break
+                except NonFiniteLossError as e:
+                    _roll_back(cfg, strategy, model, optimizer, trainer, manager, e, rollbacks)
+    except Interrupted as e:
+        e.signum = getattr(watch, "signum", None) or e.signum
+        step = int(global_step.numpy())
+        e.checkpoint = manager.save_now(step)
+        print(f"{signal.Signals(e.signum).name} received: saved checkpoint {e.checkpoint} at "
+              f"step {step}; run the same command to continue.", flush=True)
+        raise
 
     # Final metrics: the last training loop's and the final evaluation's.
     summary_path = os.path.join(cfg.model_dir, SUMMARY_FILE)
@@ -360,6 +453,11 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
             eval_result = controller.evaluate(cfg.eval_steps or -1)
         summary.update({k: float(eval_result[k]) for k in ("top1", "top5")})
     summary["global_step"] = int(global_step.numpy())
+    skipped = getattr(source, "skipped", 0)
+    if skipped:
+        summary["skipped_files"] = skipped
+        print(f"skipped {skipped} broken image file(s) in {cfg.data_dir} (the first "
+              f"{min(skipped, data_lib.MAX_NAMED_SKIPS)} named above)", flush=True)
     if on_end is not None:
         on_end(model)
     if not chief:
@@ -379,6 +477,30 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
         f"{k} = {v:.4f}" if isinstance(v, float) else f"{k} = {v}"
         for k, v in sorted(summary.items())), flush=True)
     return summary
+
+
+def _roll_back(cfg, strategy, model, optimizer, trainer, manager, error, rollbacks):
+    """``--on_nonfinite``: ``stop`` re-raises, naming the last good checkpoint; ``rollback``
+    restores it and goes on with the next batches (the one that diverged is skipped), giving
+    up after MAX_ROLLBACKS rollbacks to the same checkpoint."""
+    last_good = manager.latest_checkpoint
+    kept = (f" The last good checkpoint, {last_good}, is kept." if last_good else
+            " No checkpoint was saved before it.")
+    if cfg.on_nonfinite != "rollback" or last_good is None:
+        raise NonFiniteLossError(f"{error}{kept}", error.step) from error
+    if rollbacks and rollbacks[-1] != last_good:
+        rollbacks.clear()  # a new checkpoint was saved since: not "in a row"
+    if len(rollbacks) >= MAX_ROLLBACKS:
+        raise NonFiniteLossError(
+            f"{error} Gave up after {MAX_ROLLBACKS} rollbacks in a row to {last_good}, which "
+            "is kept.", error.step) from error
+    rollbacks.append(last_good)
+    with strategy.scope():
+        checkpoints.restore_training(model, optimizer, last_good)
+    trainer.first_nonfinite_step.assign(-1)
+    print(f"non-finite loss at step {error.step}: rolled back to {last_good} (step "
+          f"{int(optimizer.iterations.numpy())}) and skipping the batches since "
+          f"(rollback {len(rollbacks)} of at most {MAX_ROLLBACKS} in a row).", flush=True)
 
 
 def evaluate(cfg: config_lib.Config, checkpoint_path: Optional[str] = None,

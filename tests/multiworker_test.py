@@ -73,14 +73,13 @@ def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
             [sys.executable, "-c", WORKER, str(model_dir), str(tmp_path / f"w{index}.json")],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     logs = []
-    for proc in procs:
-        try:
-            out, _ = proc.communicate(timeout=600)
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-        logs.append(out)
+    try:
+        for proc in procs:
+            logs.append(proc.communicate(timeout=600)[0])
+    finally:  # on a timeout or an error, do not leave a worker behind
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     assert all(p.returncode == 0 for p in procs), "\n\n".join(s[-3000:] for s in logs)
 
     chief = json.loads((tmp_path / "w0.json").read_text())

@@ -15,16 +15,16 @@ def train_main(train_mode: str, prog: str):
         cfg.validate()
         from simclr_tf import train  # late: keep --help and flag errors fast
 
-        import tensorflow as tf
+        from simclr_tf import checkpoints
 
-        from simclr_tf import strategies
-
-        if strategies.is_chief():  # other workers of a cluster write nothing into model_dir
-            tf.io.gfile.makedirs(cfg.model_dir)
+        def write_flags():  # under the lock: a refused second run leaves it alone
             cli_flags.write_flagfile(cfg, os.path.join(cfg.model_dir, "flags.txt"))
+
         try:
-            train.run(cfg)
-        except train.NonFiniteLossError as e:
+            train.run(cfg, on_start=write_flags, stop_on_signals=True)
+        except (train.NonFiniteLossError, checkpoints.CheckpointWriteError) as e:
             raise SystemExit(f"{prog}: error: {e}") from e
+        except train.Interrupted as e:  # the checkpoint is saved and the line printed
+            raise SystemExit(128 + e.signum) from e
 
     cli_flags.run_program(main, prog)

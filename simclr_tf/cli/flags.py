@@ -25,6 +25,7 @@ _ENUMS: Dict[str, tuple] = {
     "strategy": config_lib.STRATEGIES,
     "precision": config_lib.PRECISIONS,
     "color_jitter_impl": config_lib.COLOR_JITTER_IMPLS,
+    "on_nonfinite": config_lib.ON_NONFINITE,
 }
 
 _HELP = {
@@ -51,6 +52,9 @@ _HELP = {
     "steps_per_loop": "Steps run inside one tf.function between progress lines and summaries; "
                       "0 = the checkpoint interval.",
     "keep_checkpoint_max": "Number of complete checkpoints kept.",
+    "on_nonfinite": "On a NaN or infinite loss: stop (naming the step, the loss and the last "
+                    "good checkpoint) or rollback (restore it, skip the batches since, go on; "
+                    "give up after 3 rollbacks in a row).",
     "keep_hub_module_max": "Number of exported SavedModels kept.",
     "optimizer": "lars, momentum (Nesterov SGD) or adam.",
     "learning_rate": "Base learning rate, scaled by --learning_rate_scaling.",
@@ -160,4 +164,11 @@ def run_program(main: Callable[[config_lib.Config], None], prog: str):
             sys.stderr.write(f"{prog}: error: {e}\n")
             sys.exit(2)
 
-    app.run(_main)
+    def _parse(argv):
+        try:
+            return FLAGS(argv)
+        except flags.Error as e:  # unknown flag, bad enum value, missing flagfile, ...
+            sys.stderr.write(f"{prog}: error: {e}\n")
+            sys.exit(2)
+
+    app.run(_main, flags_parser=_parse)

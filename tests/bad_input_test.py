@@ -1,0 +1,212 @@
+"""Every kind of bad or odd input: odd images train, broken ones are skipped and counted,
+everything else stops with one clear line."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import simclr_tf  # noqa: F401
+from simclr_tf import augment, checkpoints, data, train
+from simclr_tf.config import Config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RNG = np.random.default_rng(0)
+
+
+def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _rgb(h=24, w=30):
+    return RNG.integers(0, 256, (h, w, 3), np.uint8)
+
+
+# Valid but odd images: (file name, bytes, the RGB uint8 array they must decode to, or None
+# when the codec is lossy and only the shape is checked).
+def _odd_images():
+    rgb = _rgb()
+    gray = RNG.integers(0, 256, (20, 16), np.uint8)
+    rgba = RNG.integers(0, 256, (18, 22, 4), np.uint8)
+    palette = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    deep = RNG.integers(0, 65536, (12, 14), np.uint16)
+    return [
+        ("gray.png", _encode(Image.fromarray(gray), "PNG"), np.repeat(gray[..., None], 3, -1)),
+        ("rgba.png", _encode(Image.fromarray(rgba), "PNG"), rgba[..., :3]),
+        ("palette.png", _encode(palette, "PNG"), np.asarray(palette.convert("RGB"))),
+        ("deep16.png", _encode(Image.fromarray(deep), "PNG"),
+         np.repeat((deep >> 8).astype(np.uint8)[..., None], 3, -1)),
+        ("cmyk.jpg", _encode(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=95), None),
+        ("plain.bmp", _encode(Image.fromarray(rgb), "BMP"), rgb),
+        ("still.gif", _encode(palette, "GIF"), np.asarray(palette.convert("RGB"))),
+        ("tiny.png", _encode(Image.fromarray(_rgb(1, 1)), "PNG"), None),
+        ("huge.jpg", _encode(Image.fromarray(np.zeros((3000, 4000, 3), np.uint8)), "JPEG"),
+         None),
+    ]
+
+
+@pytest.mark.parametrize("name,payload,expected", _odd_images(), ids=lambda x: x
+                         if isinstance(x, str) else "")
+def test_valid_but_odd_images_decode_to_rgb_and_train(tmp_path, name, payload, expected):
+    path = tmp_path / name
+    path.write_bytes(payload)
+    assert data.image_file_problem(tf.constant(payload)).numpy() == b""
+    image, _ = data.decode_file(tf.constant(str(path)), tf.constant(0))
+    assert image.dtype == tf.uint8 and image.shape[-1] == 3
+    if expected is not None:
+        np.testing.assert_array_equal(image.numpy(), expected)
+    view = augment.preprocess_for_pretrain(image, 16, 0.5, seed=[1, 2])
+    assert view.shape == (16, 16, 3) and 0.0 <= float(tf.reduce_min(view))
+    assert float(tf.reduce_max(view)) <= 1.0
+
+
+def _broken_files():
+    jpeg = _encode(Image.fromarray(_rgb()), "JPEG")
+    png = _encode(Image.fromarray(_rgb()), "PNG")
+    gif = _encode(Image.fromarray(_rgb()).convert("P"), "GIF")
+    bmp = _encode(Image.fromarray(_rgb()), "BMP")
+    return [
+        ("empty.jpg", b"", "empty file"),
+        ("text.png", b"these are not the pixels you are looking for", "not a JPEG, PNG"),
+        ("random.jpg", RNG.integers(0, 256, 500, np.uint8).tobytes(), "not a JPEG, PNG"),
+        ("cut.jpg", jpeg[: len(jpeg) // 2], "truncated JPEG"),
+        ("cut.png", png[: len(png) // 2], "truncated PNG"),
+        ("cut.gif", gif[: len(gif) // 2], "truncated GIF"),
+        ("cut.bmp", bmp[: len(bmp) // 2], "truncated BMP"),
+    ]
+
+
+@pytest.mark.parametrize("name,payload,reason", _broken_files(), ids=lambda x: x
+                         if isinstance(x, str) and "." in x else "")
+def test_each_kind_of_broken_file_is_recognised(name, payload, reason):
+    assert reason in data.image_file_problem(tf.constant(payload)).numpy().decode()
+
+
+def test_broken_files_in_a_folder_are_skipped_counted_and_the_first_named(tmp_path, capfd):
+    root = tmp_path / "imgs"
+    good = 0
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(6):
+            (root / c / f"{i}.png").write_bytes(_encode(Image.fromarray(_rgb()), "PNG"))
+            good += 1
+    broken = _broken_files()
+    for name, payload, _ in broken:
+        (root / "a" / name).write_bytes(payload)
+    source = data.FolderSource(str(root), holdout_fraction=0.5, seed=0)
+    images = [im for split in ("train", "validation") for im, _ in source.read(split)]
+    assert len(images) == good
+    assert source.skipped == len(broken)
+    err = capfd.readouterr().err
+    named = [line for line in err.splitlines() if line.startswith("simclr_tf: skipping")]
+    assert len(named) == data.MAX_NAMED_SKIPS, err[-2000:]
+
+
+TINY = dict(image_size=16, resnet_depth=18, width_multiplier=0.25, num_proj_layers=2,
+            proj_out_dim=16, train_batch_size=4, eval_batch_size=4, train_steps=2,
+            checkpoint_steps=2, eval_steps=1, warmup_epochs=0, global_bn=False,
+            strategy="default", keep_hub_module_max=0)
+
+
+def test_training_on_a_folder_with_broken_files_reports_them(tmp_path, capsys):
+    root = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(4):
+            (root / c / f"{i}.jpg").write_bytes(_encode(Image.fromarray(_rgb()), "JPEG"))
+    (root / "a" / "zero.png").write_bytes(b"")
+    summary = train.run(Config(model_dir=str(tmp_path / "run"), dataset="folder",
+                               data_dir=str(root), **TINY))
+    assert summary["global_step"] == 2 and summary["skipped_files"] >= 1
+    assert "broken image file(s)" in capsys.readouterr().out
+
+
+def _cli(*args):
+    proc = subprocess.run([sys.executable, "-m", "simclr_tf.cli.pretrain", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    return proc.returncode, proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--train_batch_size=0"], "--train_batch_size=0 must be >= 1"),
+    (["--temperature=0"], "--temperature=0.0 must be > 0"),
+    (["--image_size=0"], "--image_size=0 must be >= 1"),
+    (["--proj_head_mode=mlp"], "--proj_head_mode"),
+    (["--optimizer=sgd"], "--optimizer"),
+    (["--strategy=gpu"], "--strategy"),
+    (["--dataset=imagenet_typo"], "unknown dataset 'imagenet_typo'"),
+    (["--dataset=cifar10", "--data_dir=EMPTY"], "is not prepared"),
+    (["--flagfile=flags/no_such.flags"], "no_such.flags"),
+    (["--dataset=folder", "--data_dir=EMPTY"], "does not exist"),
+])
+def test_bad_command_lines_end_with_one_clear_line(tmp_path, args, message):
+    args = [a.replace("EMPTY", str(tmp_path / "nothing_here")) for a in args]
+    code, last = _cli("--flagfile=flags/smoke.flags", f"--model_dir={tmp_path / 'run'}", *args)
+    assert code == 2 and last.startswith("simclr-pretrain: error:") and message in last, last
+
+
+def test_finetune_from_a_checkpoint_that_does_not_exist(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "simclr_tf.cli.finetune", "--flagfile=flags/smoke.flags",
+         "--train_mode=finetune", f"--model_dir={tmp_path / 'ft'}",
+         f"--checkpoint={tmp_path / 'nowhere'}"], cwd=ROOT, capture_output=True, text=True,
+        timeout=600)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "does not exist" in last and "nowhere" in last, last
+
+
+def test_checkpoint_errors_name_the_path_and_the_variables(tmp_path):
+    base = dict(TINY, dataset="shapes", lineareval_while_pretraining=False)
+    with pytest.raises(ValueError, match="does not exist"):
+        checkpoints.resolve(str(tmp_path / "nowhere"))
+    pre = tmp_path / "pre"
+    train.run(Config(model_dir=str(pre), **base))
+    other = Config(model_dir=str(tmp_path / "ft"), train_mode="finetune", checkpoint=str(pre),
+                   **dict(base, width_multiplier=0.5))
+    with pytest.raises(ValueError) as info:
+        train.run(other)
+    message = str(info.value)
+    assert "another architecture" in message
+    assert "differ in shape: model/encoder/" in message and "kernel is [" in message
+    assert "kernel is [3, 3, 16, 16] in the checkpoint, [3, 3, 32, 32] here" in message
+
+
+def test_model_dir_that_cannot_be_written(tmp_path):
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions: use a path under a file
+            target = tmp_path / "afile"
+            target.write_text("x")
+            model_dir = str(target / "run")
+        else:
+            model_dir = str(locked / "run")
+        with pytest.raises(ValueError, match="cannot be created or written"):
+            train.run(Config(model_dir=model_dir, dataset="shapes", **TINY))
+    finally:
+        locked.chmod(0o700)
+
+
+def test_export_given_the_wrong_channel_count_says_so(tmp_path):
+    from simclr_tf import export as export_lib
+    from simclr_tf import model as model_lib
+    model = model_lib.build_model(resnet_depth=18, width_multiplier=0.25, image_size=16,
+                                  proj_head_mode="nonlinear", num_proj_layers=2,
+                                  proj_out_dim=16)
+    model(tf.zeros([1, 16, 16, 3]), training=False)
+    path = export_lib.export_model(model, str(tmp_path / "export"))
+    loaded = tf.saved_model.load(path)
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError),
+                       match=r"(?s)but are 3 and 1.*images_must_be_float_RGB_batch_height"):
+        loaded(tf.zeros([2, 16, 16, 1]))
+    out = loaded(tf.zeros([2, 24, 24, 3]))  # another size is fine: the encoder is convolutional
+    assert out["final_avg_pool"].shape == (2, 128)
