@@ -104,9 +104,13 @@ def _fault_hook(path: str, number: Optional[int]):
 
 
 def make_manager(model, optimizer, model_dir: str, max_to_keep: int, interval: int,
-                 init_fn: Optional[Callable[[], None]] = None) -> RunCheckpointManager:
-    """The run's manager: ``model_dir/ckpt-<step>``, the newest ``max_to_keep`` complete."""
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+                 init_fn: Optional[Callable[[], None]] = None,
+                 train_iterator=None) -> RunCheckpointManager:
+    """The run's manager: ``model_dir/ckpt-<step>``, the newest ``max_to_keep`` complete.
+
+    With ``train_iterator`` the input position (and shuffle buffer) is saved too."""
+    extra = {} if train_iterator is None else {"train_iterator": train_iterator}
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **extra)
     return RunCheckpointManager(
         checkpoint, directory=model_dir, max_to_keep=max_to_keep,
         step_counter=optimizer.iterations, checkpoint_interval=interval, init_fn=init_fn)

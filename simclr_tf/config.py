@@ -47,6 +47,7 @@ class Config:
     checkpoint_steps: int = 0
     steps_per_loop: int = 0
     on_nonfinite: str = "stop"
+    deterministic: bool = False
     keep_checkpoint_max: int = 5
     keep_hub_module_max: int = 1
     # Optimisation.

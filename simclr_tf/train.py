@@ -367,6 +367,9 @@ def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
             seed=cfg.seed))
 
     # Model and optimizer.
+    if cfg.deterministic:  # the same initial weights and the same op results every run
+        keras.utils.set_random_seed(cfg.seed)
+        tf.config.experimental.enable_op_determinism()
     with_head = (not pretraining) or cfg.lineareval_while_pretraining
     num_classes = source.info.num_classes if with_head else None
     with strategy.scope():
@@ -393,10 +396,14 @@ def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
     latest = tf.train.latest_checkpoint(cfg.model_dir)
     if not chief and latest:
         init_fn = lambda: checkpoints.restore_training(model, optimizer, latest)  # noqa: E731
-    manager = checkpoints.make_manager(model, optimizer, write_dir, cfg.keep_checkpoint_max,
-                                       checkpoint_steps, init_fn)
-
     trainer = Trainer(cfg, strategy, model, optimizer, train_ds, total_steps, steps_per_epoch)
+    train_iterator = None
+    if cfg.deterministic:
+        # orbit uses this iterator; its position is saved with every checkpoint, so a
+        # resumed run reads the batches the interrupted one would have read next.
+        train_iterator = trainer._train_iter = iter(train_ds)  # noqa: SLF001
+    manager = checkpoints.make_manager(model, optimizer, write_dir, cfg.keep_checkpoint_max,
+                                       checkpoint_steps, init_fn, train_iterator)
     evaluator = None
     if model.supervised_head is not None:
         eval_ds = strategy.distribute_datasets_from_function(

@@ -324,3 +324,33 @@ def test_no_pickle_in_the_package():
         text = open(path).read()
         assert "import pickle" not in text and "pickle." not in text, path
 
+
+def _final_values(model_dir):
+    prefix = tf.train.latest_checkpoint(str(model_dir))
+    reader = tf.train.load_checkpoint(prefix)
+    return prefix, {k: reader.get_tensor(k) for k, _ in tf.train.list_variables(prefix)
+                    if k.startswith(("model/", "optimizer/")) and "iterator" not in k}
+
+
+def test_deterministic_resume_after_a_kill_ends_bit_identical(tmp_path):
+    def cmd(model_dir):
+        return [sys.executable, "-m", "simclr_tf.cli.pretrain", "--flagfile=flags/smoke.flags",
+                f"--model_dir={model_dir}", "--train_steps=8", "--checkpoint_steps=2",
+                "--steps_per_loop=1", "--deterministic", "--keep_hub_module_max=0"]
+
+    whole = subprocess.run(cmd(tmp_path / "whole"), cwd=ROOT, capture_output=True, text=True,
+                           timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    run = _Run(cmd(tmp_path / "cut"))
+    assert run.wait_for("step 5/8", timeout=300), "".join(run.lines)
+    run.kill()  # SIGKILL in the middle: checkpoint 4 is the newest complete one
+    resumed = subprocess.run(cmd(tmp_path / "cut"), cwd=ROOT, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    (prefix_a, a), (prefix_b, b) = _final_values(tmp_path / "whole"), \
+        _final_values(tmp_path / "cut")
+    assert prefix_a.endswith("ckpt-8") and prefix_b.endswith("ckpt-8")
+    assert a.keys() == b.keys() and len(a) > 50
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)  # bit for bit

@@ -52,6 +52,9 @@ _HELP = {
     "steps_per_loop": "Steps run inside one tf.function between progress lines and summaries; "
                       "0 = the checkpoint interval.",
     "keep_checkpoint_max": "Number of complete checkpoints kept.",
+    "deterministic": "Op determinism, seeded initial weights and the input position saved in "
+                     "every checkpoint: a resumed run ends with the weights of an "
+                     "uninterrupted one (bit-identical on a CPU).",
     "on_nonfinite": "On a NaN or infinite loss: stop (naming the step, the loss and the last "
                     "good checkpoint) or rollback (restore it, skip the batches since, go on; "
                     "give up after 3 rollbacks in a row).",
