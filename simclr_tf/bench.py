@@ -17,6 +17,7 @@ Everything is measured in one run on one machine, so the figures compare as rati
 
 import contextlib
 import dataclasses
+import os
 import statistics
 import time
 from typing import Callable, Dict, List, Optional
@@ -41,6 +42,7 @@ VARIANTS = {
 }
 MATMUL_SIZE = 2048
 PARTS = ("step", "input", "eval")
+SLOW_PARTS = ("memory", "startup")  # whole programs in subprocesses: only when asked
 NUM_CLASSES = 10
 
 
@@ -198,9 +200,10 @@ def run(cfg: config_lib.Config, options: Optional[Options] = None,
         report: Callable[[str], None] = print) -> Dict[str, float]:
     """Measures what ``options.parts`` names and returns the figures (see the module doc)."""
     options = options or Options()
-    unknown = set(options.parts) - set(PARTS)
+    unknown = set(options.parts) - set(PARTS) - set(SLOW_PARTS)
     if unknown:
-        raise ValueError(f"unknown benchmark parts {sorted(unknown)}; use some of {PARTS}.")
+        raise ValueError(f"unknown benchmark parts {sorted(unknown)}; use some of "
+                         f"{PARTS + SLOW_PARTS}.")
     cfg = dataclasses.replace(cfg, model_dir=cfg.model_dir or "<unused>",
                               train_mode="pretrain").validate()
     from simclr_tf import strategies  # noqa: PLC0415
@@ -239,7 +242,95 @@ def run(cfg: config_lib.Config, options: Optional[Options] = None,
     if "eval" in options.parts:
         report("measuring evaluation ...")
         result["eval_views_per_sec"] = measure_eval(cfg, options)
+    if "memory" in options.parts:
+        report("measuring resident memory over 2,000 smoke steps ...")
+        result.update(measure_memory_growth())
+    if "startup" in options.parts:
+        report("measuring start-up on a folder of 100,000 images ...")
+        result.update(measure_folder_startup())
     return result
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _program(args: List[str], on_line: Callable[[str, float, int], bool]) -> int:
+    """Runs simclr-pretrain with ``args``; ``on_line(line, seconds, pid)`` for each output
+    line (True stops the program). Returns its exit code."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "simclr_tf.cli.pretrain", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    for line in proc.stdout:
+        if on_line(line, time.perf_counter() - start, proc.pid):
+            proc.kill()
+            break
+    return proc.wait()
+
+
+def measure_memory_growth(first: int = 200, last: int = 2000) -> Dict[str, float]:
+    """Resident memory of a smoke pretraining run after ``first`` and after ``last`` steps."""
+    import tempfile  # noqa: PLC0415
+
+    rss = {}
+    with tempfile.TemporaryDirectory() as model_dir:
+        args = ["--flagfile=flags/smoke.flags", f"--model_dir={model_dir}",
+                f"--train_steps={last}", "--steps_per_loop=100", "--checkpoint_steps=500",
+                "--keep_hub_module_max=0"]
+
+        def on_line(line, _, pid):
+            for step in (first, last):
+                if line.startswith(f"step {step}/"):
+                    rss[step] = _rss_mib(pid)
+            return False
+
+        _program(args, on_line)
+    return {f"rss_mib_step_{first}": rss.get(first, float("nan")),
+            f"rss_mib_step_{last}": rss.get(last, float("nan")),
+            "rss_growth": rss.get(last, float("nan")) / rss.get(first, float("nan")) - 1}
+
+
+def measure_folder_startup(num_files: int = 100_000, classes: int = 100) -> Dict[str, float]:
+    """Seconds from starting simclr-pretrain on a folder of ``num_files`` small PNGs to its
+    first training step (the program's own start-up, TF import included), and to its first
+    line (TF import and flag parsing only)."""
+    import tempfile  # noqa: PLC0415
+
+    from PIL import Image  # noqa: PLC0415 (a test dependency, as is this measurement)
+    import io  # noqa: PLC0415
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8) + 90).save(buffer, format="PNG")
+    payload = buffer.getvalue()
+    times = {}
+    with tempfile.TemporaryDirectory() as root:
+        for c in range(classes):
+            folder = os.path.join(root, "data", f"class_{c:03d}")
+            os.makedirs(folder)
+            for i in range(num_files // classes):
+                with open(os.path.join(folder, f"{i:06d}.png"), "wb") as f:
+                    f.write(payload)
+
+        def on_line(line, seconds, _):
+            if line.startswith("step 1/"):
+                times["first_step"] = seconds
+                return True
+            return False
+
+        _program(["--flagfile=flags/smoke.flags", "--dataset=folder",
+                  f"--data_dir={os.path.join(root, 'data')}", f"--model_dir={root}/run",
+                  "--steps_per_loop=1", "--train_steps=2", "--checkpoint_steps=2",
+                  "--lineareval_while_pretraining=false", "--keep_hub_module_max=0"], on_line)
+    return {"folder_files": num_files,
+            "folder_startup_seconds": times.get("first_step", float("nan"))}
 
 
 ROWS: List[tuple] = [

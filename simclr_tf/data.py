@@ -132,11 +132,11 @@ def _list_images(folder: str) -> Tuple[List[str], int]:
     files, skipped = [], 0
     for name in sorted(tf.io.gfile.listdir(folder)):
         path = os.path.join(folder, name.rstrip("/"))
-        if tf.io.gfile.isdir(path):
-            continue
-        if name.lower().endswith(IMAGE_EXTENSIONS):
+        # Names with an image extension are taken as files without asking (on GCS every
+        # isdir is a request: a folder of 100,000 images would start slowly).
+        if name.lower().endswith(IMAGE_EXTENSIONS) and not name.endswith("/"):
             files.append(path)
-        else:
+        elif not tf.io.gfile.isdir(path):
             skipped += 1
     return files, skipped
 
@@ -208,8 +208,11 @@ class FolderSource(Source):
     def _holdout(items, fraction, seed) -> Dict[str, List[Tuple[str, str]]]:
         rng = np.random.default_rng(seed)
         train, held = [], []
-        for c in sorted({c for c, _ in items}):
-            files = [it for it in items if it[0] == c]
+        by_class: Dict[str, List[Tuple[str, str]]] = {}
+        for item in items:
+            by_class.setdefault(item[0], []).append(item)
+        for c in sorted(by_class):
+            files = by_class[c]
             order = rng.permutation(len(files))
             # At least one per class with two or more images, so no class is left unseen.
             n_held = max(1, int(round(fraction * len(files)))) if len(files) > 1 else 0
