@@ -13,6 +13,7 @@ serving tools. No augmentation runs inside the export.
 """
 
 import os
+import re
 import time
 from typing import List
 
@@ -21,6 +22,7 @@ import tensorflow as tf
 from simclr_tf import endpoints as ep
 
 EXPORTS_SUBDIR = "saved_model"
+EXPORT_DELAY_ENV = "SIMCLR_TF_TEST_EXPORT_DELAY"  # test-only: see export_model
 # Any channel count in the signature, so that a wrong one gets our message, not a list of
 # signatures that did not match.
 _IMAGES = tf.TensorSpec([None, None, None, None], tf.float32, name="images")
@@ -72,6 +74,10 @@ def export_model(model, export_dir: str) -> str:
         tf.io.gfile.rmtree(tmp)
     root = _Exportable(model)
     tf.saved_model.save(root, tmp, signatures={"serving_default": root.serve})
+    delay = os.environ.get(EXPORT_DELAY_ENV)
+    if delay:  # test-only: widen the window between writing and renaming into place
+        print(f"test: inside the write of export {export_dir}", flush=True)
+        time.sleep(float(delay))
     if tf.io.gfile.exists(export_dir):
         old = f"{tmp}-old-{int(time.time())}"
         tf.io.gfile.rename(export_dir, old)
@@ -80,6 +86,28 @@ def export_model(model, export_dir: str) -> str:
     else:
         tf.io.gfile.rename(tmp, export_dir)
     return export_dir
+
+
+def remove_partial_exports(model_dir: str) -> int:
+    """Cleans what interrupted exports left in ``model_dir/saved_model``: a half-written
+    ``.tmp-STEP-PID`` is deleted; a replaced export's ``.tmp-STEP-PID-old-T`` is put back
+    when STEP itself is missing (the kill fell between the two renames), else deleted.
+    Call it only while holding the run's lock. Returns how many were handled."""
+    root = os.path.join(model_dir, EXPORTS_SUBDIR)
+    if not tf.io.gfile.isdir(root):
+        return 0
+    handled = 0
+    for name in sorted(n.rstrip("/") for n in tf.io.gfile.listdir(root)):
+        match = re.fullmatch(r"\.tmp-(.+?)-\d+(-old-\d+)?", name)
+        if not match:
+            continue
+        path, target = os.path.join(root, name), os.path.join(root, match.group(1))
+        if match.group(2) and not tf.io.gfile.exists(target):
+            tf.io.gfile.rename(path, target)
+        else:
+            tf.io.gfile.rmtree(path)
+        handled += 1
+    return handled
 
 
 def list_exports(model_dir: str) -> List[str]:

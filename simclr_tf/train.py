@@ -317,9 +317,10 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
     # One run per model_dir; under its lock, remove what interrupted writes left behind.
     with rundir.RunLock(cfg.model_dir):
         removed = checkpoints.remove_partial_writes(cfg.model_dir)
+        removed += export_lib.remove_partial_exports(cfg.model_dir)
         if removed:
-            print(f"removed {removed} partial checkpoint write(s) left in {cfg.model_dir}",
-                  flush=True)
+            print(f"cleaned {removed} partial checkpoint or export write(s) left in "
+                  f"{cfg.model_dir}", flush=True)
         if on_start is not None:
             on_start()
         # Several workers would have to stop at the same step: not supported yet.

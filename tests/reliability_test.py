@@ -19,6 +19,7 @@ import tensorflow as tf
 
 import simclr_tf  # noqa: F401
 from simclr_tf import checkpoints, rundir, train
+from simclr_tf import export as export_lib
 from simclr_tf.config import Config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,9 +111,19 @@ def test_sigkill_at_random_moments_always_resumes_from_a_complete_checkpoint(tmp
                 assert f"resumed from {before[-1]}" in out, out[-3000:]
             assert int(after[-1].rsplit("-", 1)[1]) >= int(before[-1].rsplit("-", 1)[1])
     assert kills >= 5 and inside_write >= 2, (kills, inside_write)
+    # One more, inside the export that ends the run (after its files are written, before
+    # it is renamed into place).
+    run = _Run(_pretrain_cmd(model_dir), env={export_lib.EXPORT_DELAY_ENV: "30"})
+    assert run.wait_for("inside the write of export", timeout=300), "".join(run.lines)
+    run.kill()
+    exports = model_dir / "saved_model"
+    assert not [p for p in exports.iterdir() if not p.name.startswith(".tmp-")]
+    assert export_lib.list_exports(str(model_dir)) == []  # the partial one does not count
     final = subprocess.run(_pretrain_cmd(model_dir), cwd=ROOT, capture_output=True, text=True,
                            timeout=600)
     assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
+    assert [p.name for p in exports.iterdir()] == [str(STEPS)]  # complete, nothing left over
+    assert export_lib.list_exports(str(model_dir)) == [str(exports / str(STEPS))]
     summary = json.loads((model_dir / "summary.json").read_text())
     assert summary["global_step"] == STEPS
     assert _complete_checkpoints(model_dir)[-1].endswith(f"ckpt-{STEPS}")
@@ -189,7 +200,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, capsys):
     summary = train.run(Config(model_dir=str(tmp_path), **TINY))
     out = capsys.readouterr().out
     assert f"taking over {tmp_path}/{rundir.LOCK_NAME}" in out
-    assert "removed 1 partial checkpoint write(s)" in out
+    assert "cleaned 1 partial checkpoint or export write(s)" in out
     assert summary["global_step"] == 4
     assert not (tmp_path / rundir.LOCK_NAME).exists()  # released at the end
     assert not (tmp_path / "ckpt-8_temp").exists()
@@ -354,3 +365,15 @@ def test_deterministic_resume_after_a_kill_ends_bit_identical(tmp_path):
     assert a.keys() == b.keys() and len(a) > 50
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)  # bit for bit
+
+
+def test_partial_exports_are_cleaned_and_an_orphaned_old_export_put_back(tmp_path):
+    exports = tmp_path / "saved_model"
+    (exports / ".tmp-8-4242").mkdir(parents=True)  # killed while writing export 8
+    (exports / ".tmp-6-4242-old-17").mkdir()        # killed between the two renames of 6
+    (exports / ".tmp-6-4242-old-17" / "saved_model.pb").write_bytes(b"previous export")
+    (exports / "4").mkdir()
+    (exports / ".tmp-4-4242-old-9").mkdir()         # 4 was replaced completely: stale copy
+    assert export_lib.remove_partial_exports(str(tmp_path)) == 3
+    assert sorted(p.name for p in exports.iterdir()) == ["4", "6"]
+    assert (exports / "6" / "saved_model.pb").read_bytes() == b"previous export"
