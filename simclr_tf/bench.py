@@ -204,6 +204,10 @@ def run(cfg: config_lib.Config, options: Optional[Options] = None,
     if unknown:
         raise ValueError(f"unknown benchmark parts {sorted(unknown)}; use some of "
                          f"{PARTS + SLOW_PARTS}.")
+    unknown = set(options.variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown step variants {sorted(unknown)}; use some of "
+                         f"{list(VARIANTS)}.")
     cfg = dataclasses.replace(cfg, model_dir=cfg.model_dir or "<unused>",
                               train_mode="pretrain").validate()
     from simclr_tf import strategies  # noqa: PLC0415
@@ -211,10 +215,6 @@ def run(cfg: config_lib.Config, options: Optional[Options] = None,
     strategy = strategies.get_strategy(cfg.strategy, cfg.tpu_name)
     data_lib.check_batch_divides(cfg.train_batch_size, strategy.num_replicas_in_sync,
                                  "train_batch_size")
-    unknown = set(options.variants) - set(VARIANTS)
-    if unknown:
-        raise ValueError(f"unknown step variants {sorted(unknown)}; use some of "
-                         f"{list(VARIANTS)}.")
     result: Dict[str, float] = {}
     if "step" in options.parts:
         report("measuring the float32 matmul peak ...")

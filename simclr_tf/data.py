@@ -72,8 +72,40 @@ def _shard(ds: tf.data.Dataset, ctx: Optional[tf.distribute.InputContext]) -> tf
     return ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
 
 
-class BuiltinSource(Source):
-    """The built-in generated dataset (see ``simclr_tf/shapes.py``): no download needed."""
+class ArraySource(Source):
+    """Decoded images held in memory: ``splits`` maps a split name to (images uint8
+    [N, H, W, 3], labels int [N]). For NumPy data in a notebook, and for the benchmark."""
+
+    def __init__(self, splits: Dict[str, Tuple[np.ndarray, np.ndarray]], num_classes: int,
+                 name: str = "arrays"):
+        for split, (images, labels) in splits.items():
+            if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+                raise ValueError(f"split {split!r}: images must be uint8 [N, H, W, 3]; got "
+                                 f"{images.dtype} {images.shape}.")
+            if len(labels) != len(images):
+                raise ValueError(f"split {split!r}: {len(images)} images but {len(labels)} "
+                                 "labels.")
+        self._splits = splits
+        self.info = SourceInfo(name, num_classes, tuple(splits))
+
+    def arrays(self, split: str) -> Tuple[np.ndarray, np.ndarray]:
+        """The split as NumPy arrays (images uint8 [N, H, W, 3], labels [N])."""
+        self.check_split(split)
+        return self._splits[split]
+
+    def known_num_examples(self, split):
+        return len(self.arrays(split)[0])
+
+    def read(self, split, input_context=None, shuffle_files=False):
+        images, labels = self.arrays(split)
+        ds = tf.data.Dataset.from_tensor_slices((images, np.asarray(labels, np.int32)))
+        return _shard(ds, input_context)
+
+
+class BuiltinSource(ArraySource):
+    """The built-in generated dataset (see ``simclr_tf/shapes.py``): no download needed.
+
+    An ``ArraySource`` whose splits are generated when first read."""
 
     def __init__(self, seed: int = 0, image_size: int = shapes.DEFAULT_SIZE,
                  sizes: Optional[Dict[str, int]] = None):
@@ -93,38 +125,7 @@ class BuiltinSource(Source):
 
     def known_num_examples(self, split: str) -> Optional[int]:
         self.check_split(split)
-        return self.sizes[split]
-
-    def read(self, split, input_context=None, shuffle_files=False):
-        images, labels = self.arrays(split)
-        return _shard(tf.data.Dataset.from_tensor_slices((images, labels)), input_context)
-
-
-class ArraySource(Source):
-    """Decoded images held in memory: ``splits`` maps a split name to (images uint8
-    [N, H, W, 3], labels int [N]). For NumPy data in a notebook, and for the benchmark."""
-
-    def __init__(self, splits: Dict[str, Tuple[np.ndarray, np.ndarray]], num_classes: int,
-                 name: str = "arrays"):
-        for split, (images, labels) in splits.items():
-            if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-                raise ValueError(f"split {split!r}: images must be uint8 [N, H, W, 3]; got "
-                                 f"{images.dtype} {images.shape}.")
-            if len(labels) != len(images):
-                raise ValueError(f"split {split!r}: {len(images)} images but {len(labels)} "
-                                 "labels.")
-        self._splits = splits
-        self.info = SourceInfo(name, num_classes, tuple(splits))
-
-    def known_num_examples(self, split):
-        self.check_split(split)
-        return len(self._splits[split][0])
-
-    def read(self, split, input_context=None, shuffle_files=False):
-        self.check_split(split)
-        images, labels = self._splits[split]
-        ds = tf.data.Dataset.from_tensor_slices((images, np.asarray(labels, np.int32)))
-        return _shard(ds, input_context)
+        return self.sizes[split]  # without generating the split
 
 
 def _list_images(folder: str) -> Tuple[List[str], int]:

@@ -118,7 +118,6 @@ class Trainer(orbit.StandardTrainer):
             _ = optimizer.iterations  # created here, not lazily inside the first step
         # Set from another thread on SIGTERM / SIGINT; the loop checks it before each step.
         self.stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
-        self.stop_signal: Optional[int] = None
         self._loop_start = None
         self._loss_scaling = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
         self.replica_step = (tf.function(self._step_fn, jit_compile=True) if cfg.jit_compile
@@ -219,7 +218,7 @@ class Trainer(orbit.StandardTrainer):
     def train_loop_end(self) -> Dict[str, float]:
         step = int(self.optimizer.iterations.numpy())
         if bool(self.stop_requested.numpy()):
-            raise Interrupted(self.stop_signal or signal.SIGTERM, step)
+            raise Interrupted(signal.SIGTERM, step)  # run() puts in the signal received
         bad_step = int(self.first_nonfinite_step.numpy())
         if bad_step >= 0:
             raise NonFiniteLossError(
@@ -313,7 +312,7 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
     cfg.validate()
     if not strategies.is_chief():  # other workers write nothing into model_dir
         return _run(cfg, strategy, on_end, False)
-    make_model_dir(cfg.model_dir)
+    _make_model_dir(cfg.model_dir)
     # One run per model_dir; under its lock, remove what interrupted writes left behind.
     with rundir.RunLock(cfg.model_dir):
         removed = checkpoints.remove_partial_writes(cfg.model_dir)
@@ -327,7 +326,7 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
         return _run(cfg, strategy, on_end, stop_on_signals and strategies.num_workers() == 1)
 
 
-def make_model_dir(model_dir: str):
+def _make_model_dir(model_dir: str):
     if tf.io.gfile.exists(model_dir) and not tf.io.gfile.isdir(model_dir):
         raise ValueError(f"--model_dir={model_dir!r} is a file; give a folder (it is created "
                          "when missing).")
