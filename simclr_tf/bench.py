@@ -10,8 +10,9 @@ Everything is measured in one run on one machine, so the figures compare as rati
   matmul in a ``tf.function`` without XLA (median of >= 10 calls after warm-up, measured right
   before and right after the step and averaged); their ratio is the utilisation;
 - the input pipeline alone (``data.build_dataset`` in pretraining mode: two augmented views
-  and batching, from decoded uint8 source images held in memory) in views per second, and its
-  ratio to what the step consumes;
+  and batching, from decoded uint8 source images held in memory) in views per second, its
+  ratio to what the step consumes, and (with ``jit_augment``) its speed-up over the same
+  pipeline on TF's colour kernels, the original's;
 - evaluation: the eval pipeline (centre crop) feeding inference, in images per second.
 """
 
@@ -176,7 +177,8 @@ def measure_input(cfg: config_lib.Config, options: Options) -> float:
     ds = data_lib.build_dataset(
         _source(options), "train", "pretrain", cfg.train_batch_size, cfg.image_size,
         color_jitter_strength=cfg.color_jitter_strength,
-        color_jitter_impl=cfg.color_jitter_impl, cache=cfg.cache_dataset, seed=cfg.seed)
+        color_jitter_impl=cfg.color_jitter_impl, cache=cfg.cache_dataset, seed=cfg.seed,
+        jit_augment=cfg.jit_augment)
     return _iterate_for(ds, options.input_seconds, lambda b: 2 * int(b[0].shape[0]))
 
 
@@ -236,6 +238,11 @@ def run(cfg: config_lib.Config, options: Optional[Options] = None,
         report(f"measuring the input pipeline at {cfg.image_size} px from "
                f"{options.source_height}x{options.source_width} sources ...")
         result["input_views_per_sec"] = measure_input(cfg, options)
+        if cfg.jit_augment:  # the same pipeline on TF's kernels: the original's
+            report("measuring the input pipeline on TF's colour kernels (--nojit_augment) ...")
+            reference = measure_input(dataclasses.replace(cfg, jit_augment=False), options)
+            result["input_tf_kernels_views_per_sec"] = reference
+            result["input_speedup_over_tf_kernels"] = result["input_views_per_sec"] / reference
         if "train_views_per_sec" in result:
             result["input_to_train_ratio"] = (result["input_views_per_sec"]
                                               / result["train_views_per_sec"])
@@ -341,6 +348,8 @@ ROWS: List[tuple] = [
     ("utilisation", "utilisation (step / matmul)", ""),
     ("input_views_per_sec", "input pipeline (2 views, batched)", "views/s"),
     ("input_to_train_ratio", "  input / step consumption", "x"),
+    ("input_tf_kernels_views_per_sec", "  on TF's colour kernels (--nojit_augment)", "views/s"),
+    ("input_speedup_over_tf_kernels", "  speed-up of the XLA colour ops", "x"),
     ("eval_views_per_sec", "evaluation (pipeline + inference)", "images/s"),
 ]
 

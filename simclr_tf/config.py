@@ -72,6 +72,7 @@ class Config:
     color_jitter_strength: float = 1.0
     color_jitter_impl: str = "v2"
     use_blur: bool = True
+    jit_augment: bool = True
     # Pretraining probe and fine-tuning.
     lineareval_while_pretraining: bool = True
     checkpoint: Optional[str] = None

@@ -383,13 +383,26 @@ def get_source(dataset: str, data_dir: Optional[str] = None, seed: int = 0,
     return TFDSSource(dataset, data_dir)
 
 
-def _pretrain_map(image_size, strength, impl):
+def _pretrain_map(image_size, strength, impl, xla):
+    """Two views per example, stacked on channels; with ``xla`` the views leave before their
+    colour distortion, with its draws, for ``augment.batch_distort_colors`` after batching."""
     def fn(image, label, seed=None):
         seeds = (None, None) if seed is None else tf.unstack(
             tf.random.experimental.stateless_split(seed, 2))
-        views = [augment.preprocess_for_pretrain(image, image_size, strength, impl, seed=s)
-                 for s in seeds]
-        return tf.concat(views, axis=-1), label
+        if not xla:
+            views = [augment.preprocess_for_pretrain(image, image_size, strength, impl, seed=s)
+                     for s in seeds]
+            return tf.concat(views, axis=-1), label
+        views, draws = zip(*[augment.pretrain_view_and_draws(image, image_size, strength,
+                                                             impl, seed=s) for s in seeds])
+        return tf.concat(views, axis=-1), label, augment.ColorDraws(
+            *(tf.stack(d) for d in zip(*draws)))
+    return fn
+
+
+def _distort_batch(names):
+    def fn(images, labels, draws):
+        return augment.batch_distort_colors(images, draws, names), labels
     return fn
 
 
@@ -397,7 +410,8 @@ def build_dataset(source: Source, split: str, mode: str, global_batch_size: int,
                   image_size: int, input_context: Optional[tf.distribute.InputContext] = None,
                   color_jitter_strength: float = 1.0, color_jitter_impl: str = "v2",
                   cache: bool = False, seed: Optional[int] = None,
-                  shuffle_buffer: Optional[int] = None) -> tf.data.Dataset:
+                  shuffle_buffer: Optional[int] = None,
+                  jit_augment: bool = True) -> tf.data.Dataset:
     """A pipeline of per-replica batches ``(images, labels)``.
 
     Args:
@@ -415,6 +429,8 @@ def build_dataset(source: Source, split: str, mode: str, global_batch_size: int,
       seed: makes the shuffle and the augmentation a function of (seed, input pipeline,
         example position) when given: a rerun sees the same batches.
       shuffle_buffer: defaults to the original's per-replica batch x (50 at <= 32 px else 10).
+      jit_augment: the colour distortion of each batch in one XLA computation
+        (``augment.batch_distort_colors``; pretrain only) instead of TF's kernels per view.
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not supported; use one of {MODES}.")
@@ -430,7 +446,7 @@ def build_dataset(source: Source, split: str, mode: str, global_batch_size: int,
         buffer = shuffle_buffer or batch * (50 if image_size <= 32 else 10)
         ds = ds.shuffle(buffer, seed=seed).repeat()
     if mode == "pretrain":
-        fn = _pretrain_map(image_size, color_jitter_strength, color_jitter_impl)
+        fn = _pretrain_map(image_size, color_jitter_strength, color_jitter_impl, jit_augment)
     elif mode == "finetune":
         fn = lambda im, lb, seed=None: (  # noqa: E731
             augment.preprocess_for_finetune(im, image_size, seed=seed), lb)
@@ -445,6 +461,9 @@ def build_dataset(source: Source, split: str, mode: str, global_batch_size: int,
     else:
         ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch, drop_remainder=training)
+    if mode == "pretrain" and jit_augment:
+        names = augment.jitter_ops(color_jitter_strength, color_jitter_impl)
+        ds = ds.map(_distort_batch(names), num_parallel_calls=tf.data.AUTOTUNE)
     if training:
         options = tf.data.Options()
         options.deterministic = seed is not None

@@ -363,7 +363,8 @@ def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
             source, cfg.train_split, "pretrain" if pretraining else "finetune",
             cfg.train_batch_size, cfg.image_size, ctx,
             color_jitter_strength=cfg.color_jitter_strength,
-            color_jitter_impl=cfg.color_jitter_impl, cache=cfg.cache_dataset,
+            color_jitter_impl=cfg.color_jitter_impl, jit_augment=cfg.jit_augment,
+            cache=cfg.cache_dataset,
             seed=cfg.seed))
 
     # Model and optimizer.

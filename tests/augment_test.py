@@ -76,14 +76,92 @@ def test_grayscale_matches_luma_and_has_equal_channels():
 
 def test_brightness_v2_multiplies_and_v1_adds():
     im = tf.concat([tf.zeros([4, 4, 3]), tf.fill([4, 4, 3], 0.5)], axis=0)
-    seed = tf.constant([1, 2], tf.int64)
-    v2 = augment._brightness(im, 0.8, seed, "v2").numpy()
-    v1 = augment._brightness(im, 0.8, seed, "v1").numpy()
-    factor = tf.random.stateless_uniform([], seed, 0.2, 1.8).numpy()
-    delta = tf.random.stateless_uniform([], seed, -0.8, 0.8).numpy()
+    v2 = augment._ADJUST["brightness_v2"](im, 1.5).numpy()
+    v1 = augment._ADJUST["brightness_v1"](im, 0.25).numpy()
     np.testing.assert_allclose(v2[:4], 0.0)  # black stays black when multiplied
-    np.testing.assert_allclose(v2[4:], 0.5 * factor, rtol=1e-6)
-    np.testing.assert_allclose(v1, im.numpy() + delta, rtol=1e-6)
+    np.testing.assert_allclose(v2[4:], 0.75)
+    np.testing.assert_allclose(v1, im.numpy() + 0.25)
+    # Factors: v2 ~ U(max(0, 1 - 0.8 s), 1 + 0.8 s), v1 ~ U(-0.8 s, 0.8 s); s = 1.
+    for impl, low, high in (("v2", 0.2, 1.8), ("v1", -0.8, 0.8)):
+        b = np.array([augment._jitter_draws(1.0, [i, 1], impl)[0][0].numpy()
+                      for i in range(200)])
+        assert low <= b.min() < low + 0.1 and high - 0.1 < b.max() <= high
+
+
+def _np_hsv(rgb):
+    r, g, b = np.moveaxis(rgb, -1, 0)
+    v, m = rgb.max(-1), rgb.min(-1)
+    d = v - m
+    s = np.where(v > 0, d / np.where(v > 0, v, 1), 0.0)
+    dd = np.where(d > 0, d, 1)
+    h = np.where(v == r, (g - b) / dd, np.where(v == g, 2 + (b - r) / dd, 4 + (r - g) / dd))
+    return np.mod(np.where(d > 0, h / 6, 0.0), 1.0), s, v
+
+
+def _np_rgb(h, s, v):
+    h6 = np.mod(h, 1.0) * 6
+    i = np.floor(h6).astype(int) % 6
+    f = h6 - np.floor(h6)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    table = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    return np.stack([np.choose(i, [row[c] for row in table]) for c in range(3)], -1)
+
+
+def _np_distort(image, factors, order, jitter, gray, impl):
+    """One view's colour distortion written from SPEC's equations, in float64."""
+    x = image.astype(np.float64)
+
+    def brightness(x, f):
+        return x * f if impl == "v2" else x + f
+
+    def contrast(x, f):
+        mean = x.mean(axis=(0, 1), keepdims=True)
+        return (x - mean) * f + mean
+
+    def saturation(x, f):
+        h, s, v = _np_hsv(x)
+        return _np_rgb(h, np.clip(s * f, 0, 1), v)
+
+    def hue(x, f):
+        h, s, v = _np_hsv(x)
+        return _np_rgb(h + f, s, v)
+
+    ops = [brightness, contrast, saturation, hue]
+    if jitter:
+        for k in order:
+            x = np.clip(ops[k](x, factors[k]), 0, 1)
+    if gray:
+        x = np.repeat(x @ np.array([0.2989, 0.587, 0.114])[:, None], 3, axis=-1)
+    return np.clip(x, 0, 1)
+
+
+@pytest.mark.parametrize("impl", ["v2", "v1"])
+def test_colour_distortion_matches_numpy_per_view_and_batched_in_xla(impl):
+    # Two views per example on the channels, each with its own draws; the per-view TF
+    # kernels and the batched XLA computation both match the NumPy reference.
+    batch, views, names = 24, 2, augment.jitter_ops(1.0, impl)
+    images = tf.random.stateless_uniform([batch, 10, 12, 3 * views], [5, 6])
+    draws = [[augment.color_draws(1.0, [i, v], impl) for v in range(views)]
+             for i in range(batch)]
+    flat = [d for row in draws for d in row]
+    assert {bool(d.jitter) for d in flat} == {True, False}  # the draws cover every case
+    assert {bool(d.gray) for d in flat} == {True, False}
+    assert len({tuple(d.order.numpy()) for d in flat}) > 10
+    stacked = augment.ColorDraws(*(
+        tf.stack([tf.stack([getattr(d, field) for d in row]) for row in draws])
+        for field in augment.ColorDraws._fields))
+    assert stacked.factors.shape == (batch, views, 4) and stacked.order.shape == (batch, views, 4)
+    batched = augment.batch_distort_colors(images, stacked, names).numpy()
+    for i in range(batch):
+        for v in range(views):
+            d = draws[i][v]
+            view = images[i, ..., 3 * v:3 * v + 3]
+            expected = _np_distort(view.numpy(), d.factors.numpy(), d.order.numpy(),
+                                   bool(d.jitter), bool(d.gray), impl)
+            per_view = augment.distort_colors(view, d, names).numpy()
+            np.testing.assert_allclose(per_view, expected, atol=2e-5)
+            np.testing.assert_allclose(batched[i, ..., 3 * v:3 * v + 3], expected, atol=2e-5)
+    assert np.abs(batched - images.numpy()).mean() > 0.05  # the distortion did something
 
 
 def test_jitter_magnitudes_follow_the_strength():

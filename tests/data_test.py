@@ -33,6 +33,18 @@ def test_seeded_pipeline_is_reproducible():
     np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
 
 
+def test_xla_colour_distortion_gives_the_batches_of_tf_kernels():
+    # --jit_augment (one XLA computation per batch) and TF's per-view kernels: the same draws,
+    # the same views up to float rounding.
+    src = _small_builtin()
+    xla, tf_kernels = (next(iter(data.build_dataset(src, "train", "pretrain", 8, 24, seed=2,
+                                                    jit_augment=jit)))
+                       for jit in (True, False))
+    np.testing.assert_array_equal(xla[1].numpy(), tf_kernels[1].numpy())
+    np.testing.assert_allclose(xla[0].numpy(), tf_kernels[0].numpy(), atol=1e-5)
+    assert xla[0].shape == (8, 24, 24, 6)
+
+
 def test_eval_reads_each_example_once_and_keeps_the_last_partial_batch():
     source = _small_builtin()
     batches = list(data.build_dataset(source, "validation", "eval", 5, 32))
