@@ -118,6 +118,12 @@ class Trainer(orbit.StandardTrainer):
             _ = optimizer.iterations  # created here, not lazily inside the first step
         # Set from another thread on SIGTERM / SIGINT; the loop checks it before each step.
         self.stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
+        # With several workers, a signal reaches one of them: the loop sums the flags of all
+        # replicas before each step (a scalar all-reduce), so every worker stops at the same
+        # step and they save that checkpoint together. The agreed answer is kept apart from
+        # ``stop_requested``, which only the signal watcher writes.
+        self._agree_on_stop = strategies.num_workers() > 1
+        self.stop_agreed = tf.Variable(False, trainable=False, name="stop_agreed")
         self._loop_start = None
         self._loss_scaling = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
         self.replica_step = (tf.function(self._step_fn, jit_compile=True) if cfg.jit_compile
@@ -129,18 +135,32 @@ class Trainer(orbit.StandardTrainer):
         next step) once ``stop_requested`` is set."""
 
         def loop_fn(iterator, num_steps):
-            def keep_going(i):
-                return tf.logical_and(i < tf.cast(num_steps, tf.int32),
-                                      tf.logical_not(self.stop_requested.read_value()))
+            def keep_going(i, stop):
+                return tf.logical_and(i < tf.cast(num_steps, tf.int32), tf.logical_not(stop))
 
-            def body(i):
+            def body(i, stop):
+                del stop
                 with tf.name_scope(""):
                     self.train_step(iterator)
-                return i + 1
+                return i + 1, self._stop_now()
 
-            tf.while_loop(keep_going, body, [tf.constant(0)])
+            tf.while_loop(keep_going, body, [tf.constant(0), self._stop_now()])
 
         return tf.function(loop_fn)
+
+    def _stop_now(self) -> tf.Tensor:
+        """Whether to stop before the next step; with several workers, whether any must."""
+        if not self._agree_on_stop:
+            return self.stop_requested.read_value()
+        flags = self.strategy.run(lambda: tf.cast(self.stop_requested.read_value(), tf.int32))
+        stop = self.strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None) > 0
+        self.stop_agreed.assign(stop)
+        return stop
+
+    def stopping(self) -> bool:
+        """Whether the last loop ended on a stop request (anywhere in the cluster)."""
+        flag = self.stop_agreed if self._agree_on_stop else self.stop_requested
+        return bool(flag.numpy())
 
     def train_loop_begin(self):
         for metric in self.metrics.values():
@@ -217,7 +237,7 @@ class Trainer(orbit.StandardTrainer):
 
     def train_loop_end(self) -> Dict[str, float]:
         step = int(self.optimizer.iterations.numpy())
-        if bool(self.stop_requested.numpy()):
+        if self.stopping():
             raise Interrupted(signal.SIGTERM, step)  # run() puts in the signal received
         bad_step = int(self.first_nonfinite_step.numpy())
         if bad_step >= 0:
@@ -306,12 +326,13 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
     ``strategy`` overrides ``cfg.strategy`` (for notebooks and tests that already built one);
     ``on_end(model)`` is called with the trained model on every worker before returning;
     ``on_start()`` on the chief once it holds model_dir's lock (the CLI writes flags.txt).
-    With ``stop_on_signals`` (the programs; one worker only), SIGTERM or SIGINT stops
-    training before the next step, saves a checkpoint there and raises ``Interrupted``.
+    With ``stop_on_signals`` (the programs), SIGTERM or SIGINT stops training before the
+    next step, saves a checkpoint there and raises ``Interrupted``; with several workers, a
+    signal to any of them stops all of them at the same step, and they save it together.
     """
     cfg.validate()
     if not strategies.is_chief():  # other workers write nothing into model_dir
-        return _run(cfg, strategy, on_end, False)
+        return _run(cfg, strategy, on_end, stop_on_signals)
     _make_model_dir(cfg.model_dir)
     # One run per model_dir; under its lock, remove what interrupted writes left behind.
     with rundir.RunLock(cfg.model_dir):
@@ -322,8 +343,7 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
                   f"{cfg.model_dir}", flush=True)
         if on_start is not None:
             on_start()
-        # Several workers would have to stop at the same step: not supported yet.
-        return _run(cfg, strategy, on_end, stop_on_signals and strategies.num_workers() == 1)
+        return _run(cfg, strategy, on_end, stop_on_signals)
 
 
 def _make_model_dir(model_dir: str):
@@ -443,11 +463,17 @@ def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
                 except NonFiniteLossError as e:
                     _roll_back(cfg, strategy, model, optimizer, trainer, manager, e, rollbacks)
     except Interrupted as e:
-        e.signum = getattr(watch, "signum", None) or e.signum
+        own = getattr(watch, "signum", None)
+        e.signum = own or e.signum
         step = int(global_step.numpy())
-        e.checkpoint = manager.save_now(step)
-        print(f"{signal.Signals(e.signum).name} received: saved checkpoint {e.checkpoint} at "
-              f"step {step}; run the same command to continue.", flush=True)
+        e.checkpoint = manager.save_now(step)  # every worker: the save is collective
+        if not chief:
+            tf.io.gfile.rmtree(write_dir)
+            e.checkpoint = os.path.join(cfg.model_dir, os.path.basename(e.checkpoint))
+        cause = (f"{signal.Signals(e.signum).name} received" if own else
+                 "a signal reached another worker")
+        print(f"{cause}: {'the chief ' if not chief else ''}saved checkpoint {e.checkpoint} "
+              f"at step {step}; run the same command to continue.", flush=True)
         raise
 
     # Final metrics: the last training loop's and the final evaluation's.

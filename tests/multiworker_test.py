@@ -2,10 +2,13 @@
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,3 +103,83 @@ def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
         assert len(first) == len(second) == 8  # half of the global batch of 16 each
         assert len(set(first) | set(second)) == 16, (first, second)
     assert "2 replica(s)" in logs[0]
+
+
+def _start_workers(tmp_path, workers, args, tag):
+    procs = []
+    for index in range(len(workers)):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                   TMPDIR=str(tmp_path / f"tmp{index}"),
+                   TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                         "task": {"type": "worker", "index": index}}))
+        os.makedirs(env["TMPDIR"], exist_ok=True)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "simclr_tf.cli.pretrain", "--flagfile=flags/smoke.flags",
+             "--strategy=multi_worker", *args],
+            cwd=ROOT, env=env, stdout=open(tmp_path / f"{tag}{index}.log", "w"),
+            stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def _wait_all(procs, timeout):
+    try:
+        for p in procs:
+            p.wait(timeout=timeout)
+    finally:  # on a timeout or an error, do not leave a worker behind
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+def test_sigterm_to_one_worker_stops_both_at_one_step_and_they_resume(tmp_path):
+    # A SIGTERM to the non-chief, in the middle of a 5-step loop of a long run: both workers
+    # stop before the same step, the chief saves that checkpoint into model_dir, both exit
+    # 128 + 15 within 30 s, and the same command (both workers again) resumes from it.
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    model_dir = tmp_path / "run"
+    args = [f"--model_dir={model_dir}", "--train_steps=100000", "--checkpoint_steps=100000",
+            "--steps_per_loop=5", "--eval_steps=1"]
+    procs = _start_workers(tmp_path, workers, args, "first")
+    log1 = tmp_path / "first1.log"
+    try:
+        deadline = time.time() + 600
+        while "step 10/" not in log1.read_text():  # two loops done: training is under way
+            assert time.time() < deadline and all(p.poll() is None for p in procs), \
+                log1.read_text()[-3000:]
+            time.sleep(0.2)
+        signalled = time.time()
+        procs[1].send_signal(signal.SIGTERM)
+        _wait_all(procs, timeout=120)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    took = time.time() - signalled
+    logs = [(tmp_path / f"first{i}.log").read_text() for i in range(2)]
+    assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, logs
+    assert took < 30
+    saved = [re.search(r"saved checkpoint (\S+) at step (\d+)", log) for log in logs]
+    assert all(saved), logs
+    step = int(saved[0].group(2))
+    assert int(saved[1].group(2)) == step and 10 <= step < 100000
+    assert "a signal reached another worker" in logs[0]
+    assert "SIGTERM received: the chief saved" in logs[1]
+    checkpoint = str(model_dir / f"ckpt-{step}")
+    assert saved[0].group(1) == saved[1].group(1) == checkpoint
+    assert tf_latest_checkpoint(model_dir) == checkpoint
+    assert os.listdir(tmp_path / "tmp1") == []  # the non-chief's private folder is gone
+
+    procs = _start_workers(tmp_path, workers, [*args[:1], f"--train_steps={step + 2}",
+                                              "--checkpoint_steps=1000", "--eval_steps=1"],
+                           "second")
+    _wait_all(procs, timeout=600)
+    logs = [(tmp_path / f"second{i}.log").read_text() for i in range(2)]
+    assert [p.returncode for p in procs] == [0, 0], [log[-3000:] for log in logs]
+    assert f"resumed from {checkpoint} at step {step}" in logs[0]
+    assert json.loads((model_dir / "summary.json").read_text())["global_step"] == step + 2
+
+
+def tf_latest_checkpoint(model_dir):
+    import tensorflow as tf  # noqa: PLC0415 (only here: the workers are other processes)
+
+    return tf.train.latest_checkpoint(str(model_dir))
