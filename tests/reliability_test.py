@@ -33,6 +33,13 @@ def _pretrain_cmd(model_dir, *extra):
             "--lineareval_while_pretraining=false", *extra]
 
 
+def _finetune_cmd(model_dir, checkpoint, *extra):
+    return [sys.executable, "-m", "simclr_tf.cli.finetune", "--flagfile=flags/smoke.flags",
+            "--train_mode=finetune", f"--checkpoint={checkpoint}", f"--model_dir={model_dir}",
+            f"--train_steps={STEPS}", "--checkpoint_steps=2", "--steps_per_loop=1",
+            "--keep_checkpoint_max=2", *extra]
+
+
 class _Run:
     """A training subprocess whose output lines are collected as they come."""
 
@@ -79,8 +86,16 @@ def _complete_checkpoints(model_dir):
     return prefixes
 
 
-def test_sigkill_at_random_moments_always_resumes_from_a_complete_checkpoint(tmp_path):
+@pytest.mark.parametrize("program", ["pretrain", "finetune"])
+def test_sigkill_at_random_moments_always_resumes_from_a_complete_checkpoint(tmp_path, program):
     model_dir = tmp_path / "run"
+    if program == "pretrain":
+        command = lambda: _pretrain_cmd(model_dir)  # noqa: E731
+    else:  # fine-tuning from a short pretraining run's checkpoint
+        pre = tmp_path / "pre"
+        subprocess.run(_pretrain_cmd(pre, "--train_steps=2", "--keep_hub_module_max=0"),
+                       cwd=ROOT, check=True, capture_output=True, timeout=600)
+        command = lambda: _finetune_cmd(model_dir, pre)  # noqa: E731
     rng = random.Random(20261125)
     # Each write of a checkpoint pauses between writing its files and recording it, so a
     # kill can land inside the write.
@@ -88,7 +103,7 @@ def test_sigkill_at_random_moments_always_resumes_from_a_complete_checkpoint(tmp
     kills, inside_write, history = 0, 0, []
     for attempt in range(7):
         before = _complete_checkpoints(model_dir)
-        run = _Run(_pretrain_cmd(model_dir), env=slow_writes)
+        run = _Run(command(), env=slow_writes)
         if attempt % 3 == 1:  # inside a checkpoint write, on its log line
             if run.wait_for("inside the write of checkpoint", timeout=120):
                 time.sleep(rng.uniform(0.0, 0.4))
@@ -111,15 +126,16 @@ def test_sigkill_at_random_moments_always_resumes_from_a_complete_checkpoint(tmp
                 assert f"resumed from {before[-1]}" in out, out[-3000:]
             assert int(after[-1].rsplit("-", 1)[1]) >= int(before[-1].rsplit("-", 1)[1])
     assert kills >= 5 and inside_write >= 2, (kills, inside_write)
+    print(f"simclr-{program}: {kills} kills, {inside_write} inside a checkpoint write")
     # One more, inside the export that ends the run (after its files are written, before
     # it is renamed into place).
-    run = _Run(_pretrain_cmd(model_dir), env={export_lib.EXPORT_DELAY_ENV: "30"})
+    run = _Run(command(), env={export_lib.EXPORT_DELAY_ENV: "30"})
     assert run.wait_for("inside the write of export", timeout=300), "".join(run.lines)
     run.kill()
     exports = model_dir / "saved_model"
     assert not [p for p in exports.iterdir() if not p.name.startswith(".tmp-")]
     assert export_lib.list_exports(str(model_dir)) == []  # the partial one does not count
-    final = subprocess.run(_pretrain_cmd(model_dir), cwd=ROOT, capture_output=True, text=True,
+    final = subprocess.run(command(), cwd=ROOT, capture_output=True, text=True,
                            timeout=600)
     assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
     assert [p.name for p in exports.iterdir()] == [str(STEPS)]  # complete, nothing left over
