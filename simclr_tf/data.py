@@ -153,8 +153,9 @@ class FolderSource(Source):
     Splits: ``train`` and the eval split from ``data_dir/train/`` and ``data_dir/val/`` (or
     ``validation/`` or ``test/``) when present; otherwise ``train`` and ``validation`` are a
     seeded split of each class's files with ``holdout_fraction`` held out. JPEG, PNG, BMP and
-    GIF of any size with 1, 3 or 4 channels are read as RGB. Undecodable files are skipped
-    with a warning instead of stopping a long run.
+    GIF of any size with 1, 3 or 4 channels are read as RGB. Broken files (failing the byte
+    checks of ``image_file_problem`` or TF's decoder) are skipped, counted (``skipped``) and
+    the first MAX_NAMED_SKIPS named, instead of stopping a long run.
     """
 
     def __init__(self, data_dir: Optional[str], holdout_fraction: float = 0.1, seed: int = 0):
@@ -233,37 +234,88 @@ class FolderSource(Source):
         ds = _shard(ds, input_context)
         if shuffle_files:
             ds = ds.shuffle(max(1, len(paths)), reshuffle_each_iteration=True)
-        ds = ds.map(self._decode_or_skip, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.filter(lambda image, label, ok: ok).map(lambda image, label, ok: (image, label))
-        # A file that passes the checks but still does not decode is dropped by TF, which
-        # logs the error (without the file's name).
-        return ds.ignore_errors(log_warning=True)
+        # A file that passes the byte checks can still fail in TF's decoder, an error that
+        # only ignore_errors can drop. To count and name it, each file carries its position
+        # and the names of the HISTORY files before it; after the drop, a gap in the
+        # positions names the files that were dropped (an end marker finds one at the end).
+        end = tf.data.Dataset.from_tensors((tf.constant(""), tf.constant(0, tf.int32), True))
+        ds = ds.map(_not_end).concatenate(end)
+        ds = ds.scan((tf.constant(0, tf.int64), tf.fill([HISTORY], "")), _with_position)
+        ds = ds.map(self._decode_or_skip, num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)  # positions in order, whatever the pipeline's option
+        ds = ds.ignore_errors()
+        ds = ds.scan(tf.constant(-1, tf.int64), self._count_dropped)
+        return ds.filter(_is_ok).map(_without_ok)
 
     @property
     def skipped(self) -> int:
-        """How many files were skipped as broken so far (empty, not an image, truncated)."""
+        """How many files were skipped as broken so far (empty, not an image, truncated, or
+        failing in TF's decoder)."""
         return int(self._skipped.numpy())
 
-    def _decode_or_skip(self, path, label):
-        contents = tf.io.read_file(path)
-        problem = image_file_problem(contents)
-        ok = tf.equal(problem, "")
+    def _name_skipped(self, count, names, problem):
+        """Counts ``count`` skipped files; names them while fewer than MAX_NAMED_SKIPS were."""
+        total = self._skipped.assign_add(count)
 
-        def name_it():
-            tf.print("simclr_tf: skipping", path, "-", problem, output_stream=sys.stderr)
+        def name_them():
+            tf.print("simclr_tf: skipping", tf.strings.reduce_join(names, separator=", "), "-",
+                     problem, output_stream=sys.stderr)
             return tf.constant(True)
 
-        def skip():
-            count = self._skipped.assign_add(1)
-            with tf.control_dependencies([tf.cond(count <= MAX_NAMED_SKIPS, name_it,
-                                                  lambda: tf.constant(False))]):
-                return tf.zeros([1, 1, 3], tf.uint8)
+        return tf.cond(total - count < MAX_NAMED_SKIPS, name_them, lambda: tf.constant(False))
 
-        image = tf.cond(ok, lambda: _decode(contents), skip)
-        return image, label, ok
+    def _decode_or_skip(self, position, path, label, history, is_end):
+        """``(position, image, label, ok, history)``: a file that fails the byte checks is
+        skipped here, counted and named; a file that fails in the decoder raises."""
+        def check_and_decode():
+            contents = tf.io.read_file(path)
+            problem = image_file_problem(contents)
+            ok = tf.equal(problem, "")
+
+            def skip():
+                with tf.control_dependencies([self._name_skipped(
+                        tf.constant(1, tf.int64), path[tf.newaxis], problem)]):
+                    return tf.zeros([1, 1, 3], tf.uint8)
+
+            return tf.cond(ok, lambda: _decode(contents), skip), ok
+
+        image, ok = tf.cond(is_end, lambda: (tf.zeros([1, 1, 3], tf.uint8), tf.constant(False)),
+                            check_and_decode)
+        return position, image, label, ok, history
+
+    def _count_dropped(self, last, element):
+        position, image, label, ok, history = element
+        dropped = position - last - 1
+        named = tf.cond(dropped > 0, lambda: self._name_skipped(
+            dropped, history[HISTORY - tf.minimum(dropped, HISTORY):], "TF could not decode it"),
+            lambda: tf.constant(False))
+        with tf.control_dependencies([named]):
+            return position, (image, label, tf.identity(ok))
 
 
 MAX_NAMED_SKIPS = 5  # broken files named on the console; all are counted
+HISTORY = 16  # names carried with each file, to name the files the decoder dropped before it
+
+
+def _not_end(path, label):
+    return path, label, tf.constant(False)
+
+
+def _with_position(state, element):
+    position, history = state
+    path, label, is_end = element
+    new_state = (position + 1, tf.concat([history[1:], path[tf.newaxis]], 0))
+    return new_state, (position, path, label, history, is_end)
+
+
+def _is_ok(image, label, ok):
+    del image, label
+    return ok
+
+
+def _without_ok(image, label, ok):
+    del ok
+    return image, label
 
 
 def _decode(contents: tf.Tensor) -> tf.Tensor:

@@ -110,6 +110,45 @@ def test_broken_files_in_a_folder_are_skipped_counted_and_the_first_named(tmp_pa
     assert len(named) == data.MAX_NAMED_SKIPS, err[-2000:]
 
 
+def _png_failing_in_the_decoder():
+    """A PNG with its start and end intact (it passes the byte checks) and its compressed
+    pixels overwritten, so TF's decoder raises."""
+    png = bytearray(_encode(Image.fromarray(_rgb()), "PNG"))
+    start = png.index(b"IDAT") + 8
+    png[start:start + 40] = bytes(40)
+    payload = bytes(png)
+    assert data.image_file_problem(tf.constant(payload)).numpy() == b""
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.io.decode_image(payload)
+    return payload
+
+
+def test_files_that_fail_in_the_decoder_are_skipped_counted_and_named(tmp_path, capfd):
+    root = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            (root / c / f"{i}.png").write_bytes(_encode(Image.fromarray(_rgb()), "PNG"))
+    bad = [root / "a" / "0_first.png", root / "a" / "1_middle.png", root / "b" / "9_last.png"]
+    for path in bad:  # the first, one in the middle and the last file read
+        path.write_bytes(_png_failing_in_the_decoder())
+    source = data.FolderSource(str(root), holdout_fraction=0.5, seed=0)
+    read = [list(source.read(split)) for split in ("train", "validation")]
+    assert sum(len(r) for r in read) == 6
+    assert source.skipped == 3
+    err = capfd.readouterr().err
+    named = [line for line in err.splitlines() if line.startswith("simclr_tf: skipping")
+             and line.endswith("- TF could not decode it")]
+    for path in bad:  # (files dropped next to each other share a line)
+        assert any(str(path) in line for line in named), err[-2000:]
+    # In the training pipeline too (shuffled, repeated, two views): one epoch counts them all.
+    ds = data.build_dataset(source, "train", "pretrain", 2, 16, seed=0)
+    before = source.skipped
+    for _ in zip(range(20), ds):
+        pass
+    assert source.skipped > before
+
+
 TINY = dict(image_size=16, resnet_depth=18, width_multiplier=0.25, num_proj_layers=2,
             proj_out_dim=16, train_batch_size=4, eval_batch_size=4, train_steps=2,
             checkpoint_steps=2, eval_steps=1, warmup_epochs=0, global_bn=False,
