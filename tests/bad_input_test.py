@@ -90,14 +90,19 @@ def test_each_kind_of_broken_file_is_recognised(name, payload, reason):
     assert reason in data.image_file_problem(tf.constant(payload)).numpy().decode()
 
 
-def test_broken_files_in_a_folder_are_skipped_counted_and_the_first_named(tmp_path, capfd):
-    root = tmp_path / "imgs"
-    good = 0
+def _good_folder(root, per_class, fmt="PNG"):
+    """Classes ``a`` and ``b`` of ``per_class`` good images each; returns how many."""
+    ext = {"PNG": "png", "JPEG": "jpg"}[fmt]
     for c in ("a", "b"):
         (root / c).mkdir(parents=True)
-        for i in range(6):
-            (root / c / f"{i}.png").write_bytes(_encode(Image.fromarray(_rgb()), "PNG"))
-            good += 1
+        for i in range(per_class):
+            (root / c / f"{i}.{ext}").write_bytes(_encode(Image.fromarray(_rgb()), fmt))
+    return 2 * per_class
+
+
+def test_broken_files_in_a_folder_are_skipped_counted_and_the_first_named(tmp_path, capfd):
+    root = tmp_path / "imgs"
+    good = _good_folder(root, 6)
     broken = _broken_files()
     for name, payload, _ in broken:
         (root / "a" / name).write_bytes(payload)
@@ -125,10 +130,7 @@ def _png_failing_in_the_decoder():
 
 def test_files_that_fail_in_the_decoder_are_skipped_counted_and_named(tmp_path, capfd):
     root = tmp_path / "imgs"
-    for c in ("a", "b"):
-        (root / c).mkdir(parents=True)
-        for i in range(3):
-            (root / c / f"{i}.png").write_bytes(_encode(Image.fromarray(_rgb()), "PNG"))
+    _good_folder(root, 3)
     bad = [root / "a" / "0_first.png", root / "a" / "1_middle.png", root / "b" / "9_last.png"]
     for path in bad:  # the first, one in the middle and the last file read
         path.write_bytes(_png_failing_in_the_decoder())
@@ -157,10 +159,7 @@ TINY = dict(image_size=16, resnet_depth=18, width_multiplier=0.25, num_proj_laye
 
 def test_training_on_a_folder_with_broken_files_reports_them(tmp_path, capsys):
     root = tmp_path / "imgs"
-    for c in ("a", "b"):
-        (root / c).mkdir(parents=True)
-        for i in range(4):
-            (root / c / f"{i}.jpg").write_bytes(_encode(Image.fromarray(_rgb()), "JPEG"))
+    _good_folder(root, 4, "JPEG")
     (root / "a" / "zero.png").write_bytes(b"")
     summary = train.run(Config(model_dir=str(tmp_path / "run"), dataset="folder",
                                data_dir=str(root), **TINY))
