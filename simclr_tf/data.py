@@ -287,7 +287,7 @@ class FolderSource(Source):
         position, image, label, ok, history = element
         dropped = position - last - 1
         named = tf.cond(dropped > 0, lambda: self._name_skipped(
-            dropped, history[HISTORY - tf.minimum(dropped, HISTORY):], "TF could not decode it"),
+            dropped, history[HISTORY - tf.minimum(dropped, HISTORY):], "TF could not read or decode it"),
             lambda: tf.constant(False))
         with tf.control_dependencies([named]):
             return position, (image, label, tf.identity(ok))

@@ -140,7 +140,7 @@ def test_files_that_fail_in_the_decoder_are_skipped_counted_and_named(tmp_path, 
     assert source.skipped == 3
     err = capfd.readouterr().err
     named = [line for line in err.splitlines() if line.startswith("simclr_tf: skipping")
-             and line.endswith("- TF could not decode it")]
+             and line.endswith("- TF could not read or decode it")]
     for path in bad:  # (files dropped next to each other share a line)
         assert any(str(path) in line for line in named), err[-2000:]
     # In the training pipeline too (shuffled, repeated, two views): one epoch counts them all.
