@@ -66,23 +66,10 @@ def _free_ports(n):
 def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     model_dir = tmp_path / "run"
-    procs = []
-    for index in range(2):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(tmp_path / f"tmp{index}"),
-                   TF_CONFIG=json.dumps({"cluster": {"worker": workers},
-                                         "task": {"type": "worker", "index": index}}))
-        os.makedirs(env["TMPDIR"])
-        procs.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(model_dir), str(tmp_path / f"w{index}.json")],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = []
-    try:
-        for proc in procs:
-            logs.append(proc.communicate(timeout=600)[0])
-    finally:  # on a timeout or an error, do not leave a worker behind
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    procs = _start_workers(tmp_path, workers, lambda index: [
+        "-c", WORKER, str(model_dir), str(tmp_path / f"w{index}.json")], "worker")
+    _wait_all(procs, timeout=600)
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
     assert all(p.returncode == 0 for p in procs), "\n\n".join(s[-3000:] for s in logs)
 
     chief = json.loads((tmp_path / "w0.json").read_text())
@@ -105,7 +92,9 @@ def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
     assert "2 replica(s)" in logs[0]
 
 
-def _start_workers(tmp_path, workers, args, tag):
+def _start_workers(tmp_path, workers, argv, tag):
+    """One process per worker, ``python *argv(index)``, its output in ``tmp_path/<tag><index>.log``
+    and its temporary files in ``tmp_path/tmp<index>``."""
     procs = []
     for index in range(len(workers)):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
@@ -113,12 +102,15 @@ def _start_workers(tmp_path, workers, args, tag):
                    TF_CONFIG=json.dumps({"cluster": {"worker": workers},
                                          "task": {"type": "worker", "index": index}}))
         os.makedirs(env["TMPDIR"], exist_ok=True)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "simclr_tf.cli.pretrain", "--flagfile=flags/smoke.flags",
-             "--strategy=multi_worker", *args],
-            cwd=ROOT, env=env, stdout=open(tmp_path / f"{tag}{index}.log", "w"),
-            stderr=subprocess.STDOUT, text=True))
+        with open(tmp_path / f"{tag}{index}.log", "w") as log:
+            procs.append(subprocess.Popen([sys.executable, *argv(index)], cwd=ROOT, env=env,
+                                          stdout=log, stderr=subprocess.STDOUT, text=True))
     return procs
+
+
+def _pretrain_argv(args):
+    return lambda index: ["-m", "simclr_tf.cli.pretrain", "--flagfile=flags/smoke.flags",
+                          "--strategy=multi_worker", *args]
 
 
 def _wait_all(procs, timeout):
@@ -139,7 +131,7 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_they_resume(tmp_path):
     model_dir = tmp_path / "run"
     args = [f"--model_dir={model_dir}", "--train_steps=100000", "--checkpoint_steps=100000",
             "--steps_per_loop=5", "--eval_steps=1"]
-    procs = _start_workers(tmp_path, workers, args, "first")
+    procs = _start_workers(tmp_path, workers, _pretrain_argv(args), "first")
     log1 = tmp_path / "first1.log"
     try:
         deadline = time.time() + 600
@@ -166,12 +158,12 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_they_resume(tmp_path):
     assert "SIGTERM received: the chief saved" in logs[1]
     checkpoint = str(model_dir / f"ckpt-{step}")
     assert saved[0].group(1) == saved[1].group(1) == checkpoint
-    assert tf_latest_checkpoint(model_dir) == checkpoint
+    assert _latest_checkpoint(model_dir) == checkpoint
     assert os.listdir(tmp_path / "tmp1") == []  # the non-chief's private folder is gone
 
-    procs = _start_workers(tmp_path, workers, [*args[:1], f"--train_steps={step + 2}",
-                                              "--checkpoint_steps=1000", "--eval_steps=1"],
-                           "second")
+    procs = _start_workers(tmp_path, workers, _pretrain_argv(
+        [*args[:1], f"--train_steps={step + 2}", "--checkpoint_steps=1000", "--eval_steps=1"]),
+        "second")
     _wait_all(procs, timeout=600)
     logs = [(tmp_path / f"second{i}.log").read_text() for i in range(2)]
     assert [p.returncode for p in procs] == [0, 0], [log[-3000:] for log in logs]
@@ -179,7 +171,7 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_they_resume(tmp_path):
     assert json.loads((model_dir / "summary.json").read_text())["global_step"] == step + 2
 
 
-def tf_latest_checkpoint(model_dir):
+def _latest_checkpoint(model_dir):
     import tensorflow as tf  # noqa: PLC0415 (only here: the workers are other processes)
 
     return tf.train.latest_checkpoint(str(model_dir))
