@@ -39,6 +39,7 @@ VARIANTS = {
     "no_blur": {"use_blur": False},
     "momentum": {"optimizer": "momentum"},  # instead of LARS: the cost of its norms
     "xla": {"jit_compile": True},
+    "stock_convs": {"matmul_small_convs": False},  # TF's kernels for the small convolutions
     "mixed_bfloat16": {"precision": "mixed_bfloat16"},
 }
 MATMUL_SIZE = 2048

@@ -84,6 +84,7 @@ class Config:
     strategy: str = "auto"
     precision: str = "float32"
     jit_compile: bool = False
+    matmul_small_convs: bool = True
     tpu_name: Optional[str] = None
     use_tpu: bool = False
 

@@ -104,11 +104,12 @@ def build_model(resnet_depth: int = 50, width_multiplier: float = 1, sk_ratio: f
                 proj_out_dim: int = 128, ft_proj_selector: int = 0,
                 num_classes: Optional[int] = None, mode: str = "pretrain",
                 fine_tune_after_block: int = -1, zero_init_logits_layer: bool = False,
-                ) -> SimCLRModel:
+                matmul_small_convs: bool = True) -> SimCLRModel:
     """Builds a SimCLRModel from the original's flag values.
 
     The CIFAR stem (3x3 stride 1, no max-pool) is used for ``image_size`` <= 32, as in the
-    original. ``num_classes`` None or 0 builds no supervised head. Call the model once (e.g.
+    original. ``num_classes`` None or 0 builds no supervised head. ``matmul_small_convs``: see
+    ``resnet.build_resnet``. Call the model once (e.g.
     on ``tf.zeros([1, image_size, image_size, 3])``) to create its variables.
     """
     if mode == "pretrain" and fine_tune_after_block != -1:
@@ -118,7 +119,7 @@ def build_model(resnet_depth: int = 50, width_multiplier: float = 1, sk_ratio: f
     encoder = resnet.build_resnet(
         resnet_depth, width_multiplier=width_multiplier, sk_ratio=sk_ratio,
         cifar_stem=image_size <= 32, global_bn=global_bn, bn_decay=bn_decay,
-        fine_tune_after_block=fine_tune_after_block)
+        fine_tune_after_block=fine_tune_after_block, matmul_small_convs=matmul_small_convs)
     head = heads_lib.build_projection_head(
         proj_head_mode, num_proj_layers, proj_out_dim, ft_proj_selector,
         global_bn=global_bn, bn_decay=bn_decay)

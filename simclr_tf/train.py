@@ -84,7 +84,8 @@ def _build_model_in_policy(cfg: config_lib.Config, num_classes: Optional[int]) -
         num_proj_layers=cfg.num_proj_layers, proj_out_dim=cfg.proj_out_dim,
         ft_proj_selector=cfg.ft_proj_selector, num_classes=num_classes, mode=cfg.train_mode,
         fine_tune_after_block=cfg.fine_tune_after_block,
-        zero_init_logits_layer=cfg.zero_init_logits_layer)
+        zero_init_logits_layer=cfg.zero_init_logits_layer,
+        matmul_small_convs=cfg.matmul_small_convs)
     # Create every variable now, so restoring assigns at once and shape errors surface here.
     model(tf.zeros([1, cfg.image_size, cfg.image_size, 3]), training=False)
     return model

@@ -208,3 +208,17 @@ def test_hub_module_that_is_not_an_export(tmp_path):
                         hub_module=str(tmp_path / "nothing_here")))
     with pytest.raises(ValueError, match="is not a SavedModel exported by simclr_tf"):
         train.run(cfg)
+
+
+def test_exports_use_tf_convolutions_only(run):
+    # The CPU-only matmul convolutions (resnet.conv3x3_as_matmul, used in training here: 2x2
+    # and 4x4 block groups) must not reach a SavedModel that may be served on a GPU or TPU.
+    from tensorflow.core.protobuf import saved_model_pb2  # noqa: PLC0415
+
+    cfg, summary = run
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(summary["saved_model"], "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    ops = [node.op for graph in proto.meta_graphs
+           for fn in graph.graph_def.library.function for node in fn.node_def]
+    assert "Conv2D" in ops and "GatherV2" not in ops

@@ -271,3 +271,101 @@ def test_one_replica_uses_the_fused_batch_norm_with_the_same_statistics(
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         resnet.build_resnet(**kwargs)
+
+
+def _conv_reference(x, kernel, stride, dy):
+    """Forward, input gradient and kernel gradient of a 3x3 convolution (stride 1: SAME; more:
+    VALID), written from the definition y[n,i,j,f] = sum_abc xpad[n,si+a,sj+b,c] k[a,b,c,f]."""
+    pad = 1 if stride == 1 else 0
+    xp = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)]).astype(np.float64)
+    rows, cols = (xp.shape[1] - 3) // stride + 1, (xp.shape[2] - 3) // stride + 1
+    y = np.zeros([x.shape[0], rows, cols, kernel.shape[3]])
+    dxp, dk = np.zeros_like(xp), np.zeros(kernel.shape)
+    for a in range(3):
+        for b in range(3):
+            window = xp[:, a:a + stride * (rows - 1) + 1:stride, b:b + stride * (cols - 1) + 1:stride]
+            y += window @ kernel[a, b]
+            dk[a, b] = np.einsum("nijc,nijf->cf", window, dy)
+            dxp[:, a:a + stride * (rows - 1) + 1:stride,
+                b:b + stride * (cols - 1) + 1:stride] += dy @ kernel[a, b].T
+    dx = dxp[:, pad:dxp.shape[1] - pad, pad:dxp.shape[2] - pad]
+    return y, dx, dk
+
+
+@pytest.mark.parametrize("shape,stride", [
+    ((2, 4, 4, 5), 1), ((3, 3, 5, 4), 1), ((1, 2, 2, 3), 1),
+    ((2, 10, 10, 3), 2), ((2, 9, 7, 4), 2)])
+def test_convolution_as_matmul_equals_the_definition(shape, stride):
+    rng = np.random.default_rng(sum(shape) + stride)
+    x = rng.normal(size=shape).astype(np.float32)
+    kernel = rng.normal(size=[3, 3, shape[-1], 6]).astype(np.float32)
+    xt, kt = tf.constant(x), tf.constant(kernel)
+    with tf.GradientTape() as tape:
+        tape.watch([xt, kt])
+        y = resnet.conv3x3_as_matmul(xt, kt, stride)
+        dy = tf.constant(rng.normal(size=y.shape).astype(np.float32))
+        loss = tf.reduce_sum(y * dy)
+    dx, dk = tape.gradient(loss, [xt, kt])
+    want_y, want_dx, want_dk = _conv_reference(x, kernel, stride, dy.numpy())
+    for got, want in ((y, want_y), (dx, want_dx), (dk, want_dk)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def _op_types(layer, shape, dtype=tf.float32):
+    fn = tf.function(lambda x: layer(x))
+    return {op.type for op in fn.get_concrete_function(
+        tf.TensorSpec(shape, dtype)).graph.get_operations()}
+
+
+@pytest.mark.parametrize("size,strides,as_matmul", [
+    (4, 1, True), (5, 1, False), (8, 2, True), (14, 2, True), (16, 2, False)])
+def test_only_small_3x3_convolutions_run_as_matmul(size, strides, as_matmul):
+    conv = resnet._Conv(8, 3, strides, matmul=True)
+    ops = _op_types(conv, [2, size, size, 4])
+    assert ("Conv2D" not in ops and {"GatherV2", "MatMul"} <= ops) == as_matmul
+    assert "Conv2D" in ops or as_matmul
+
+
+def test_matmul_convolutions_stay_off_when_asked_for_exports_and_in_bfloat16():
+    assert "Conv2D" in _op_types(resnet._Conv(8, 3, matmul=False), [2, 4, 4, 4])
+    assert "Conv2D" in _op_types(resnet._Conv(8, 1, matmul=True), [2, 4, 4, 4])
+    conv = resnet._Conv(8, 3, matmul=True)
+    with resnet.stock_convolutions():
+        assert "Conv2D" in _op_types(conv, [2, 4, 4, 4])
+    assert "Conv2D" not in _op_types(conv, [2, 4, 4, 4])
+    assert "Conv2D" in _op_types(resnet._Conv(8, 3, matmul=True, dtype="bfloat16"),
+                                 [2, 4, 4, 4], tf.bfloat16)
+
+
+def test_matmul_convolutions_leave_the_network_unchanged():
+    # Same variables (names, checkpoints), same features and gradients up to float rounding.
+    def build(matmul):
+        keras.backend.clear_session()  # the same automatic layer names for both
+        model = resnet.build_resnet(18, width_multiplier=0.25, cifar_stem=True,
+                                    matmul_small_convs=matmul)
+        model(tf.zeros([1, 32, 32, 3]), training=False)
+        return model
+
+    fast, stock = build(True), build(False)
+    assert [v.name for v in fast.variables] == [v.name for v in stock.variables]
+    rng = np.random.default_rng(3)
+    for a, b in zip(fast.variables, stock.variables):
+        a.assign(b + rng.normal(scale=0.1, size=b.shape).astype(np.float32))
+        b.assign(a)
+    images = tf.constant(rng.uniform(size=[4, 32, 32, 3]).astype(np.float32))
+    results = []
+    for model in (fast, stock):
+        step = tf.function(lambda m=model: _features_and_gradients(m, images))
+        results.append(step())
+        ops = {op.type for op in step.get_concrete_function().graph.get_operations()}
+        assert ("GatherV2" in ops) == (model is fast)
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-4, atol=2e-5)
+
+
+def _features_and_gradients(model, images):
+    with tf.GradientTape() as tape:
+        features = model(images, training=True)
+        loss = tf.reduce_sum(tf.sin(features))
+    return [features] + tape.gradient(loss, model.trainable_variables)
