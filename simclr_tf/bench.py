@@ -32,9 +32,10 @@ from simclr_tf import resnet
 from simclr_tf import train
 
 # Step variants that ``--variants`` measures in one run, as changes to the config (and, for
-# the step before the fused single-replica batch norm, a patch restoring the old choice).
+# the steps before the fused single-replica batch norm, a patch restoring the old choice).
 VARIANTS = {
     "default": {},
+    "sync_bn_stock_convs": {"matmul_small_convs": False},  # the first step: neither change
     "sync_bn_one_replica": {},  # the step before the fused batch norm on one replica
     "no_blur": {"use_blur": False},
     "momentum": {"optimizer": "momentum"},  # instead of LARS: the cost of its norms
@@ -141,7 +142,7 @@ def measure_step(cfg: config_lib.Config, strategy, options: Options) -> Dict[str
 
 @contextlib.contextmanager
 def _variant_patch(name: str):
-    if name != "sync_bn_one_replica":
+    if not name.startswith("sync_bn_"):
         yield
         return
     original = resnet.synchronized_bn

@@ -88,3 +88,25 @@ def test_bench_rejects_unknown_parts_and_variants(arg, message):
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 2
     assert message in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("variant,sync_bn,matmul_convs", [
+    ("default", False, True), ("stock_convs", False, False),
+    ("sync_bn_one_replica", True, True), ("sync_bn_stock_convs", True, False)])
+def test_step_variants_build_the_step_they_name(variant, sync_bn, matmul_convs):
+    import dataclasses  # noqa: PLC0415
+
+    from simclr_tf import config as config_lib  # noqa: PLC0415
+    from simclr_tf import train  # noqa: PLC0415
+
+    cfg = config_lib.Config(train_mode="pretrain", resnet_depth=18, width_multiplier=0.25,
+                            image_size=16, model_dir="<unused>")
+    with bench._variant_patch(variant):
+        model = train.build_model(dataclasses.replace(cfg, **bench.VARIANTS[variant]), None)
+    bns = [layer for layer in model.submodules
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(bn.synchronized == sync_bn for bn in bns)
+    trace = tf.function(lambda x: model(x, training=True)).get_concrete_function(
+        tf.TensorSpec([4, 16, 16, 3]))
+    ops = {op.type for op in trace.graph.get_operations()}
+    assert ("GatherV2" in ops) == matmul_convs  # the 2 x 2 block group's convolutions

@@ -21,7 +21,8 @@ flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
 flags.DEFINE_list("parts", ["step", "input", "eval"], "What to measure: step, input, eval; "
                   "also memory (RSS over 2,000 smoke steps) and startup (100,000-image folder).")
 flags.DEFINE_list("variants", [], "Step variants to measure beside the default step, in the "
-                  "same run: sync_bn_one_replica, no_blur, momentum, xla, mixed_bfloat16.")
+                  "same run: sync_bn_stock_convs, sync_bn_one_replica, stock_convs, no_blur, "
+                  "momentum, xla, mixed_bfloat16.")
 flags.DEFINE_integer("timed_runs", 3, "Timed runs of the step (the median is reported).")
 flags.DEFINE_integer("steps_per_run", 2, "Steps inside one tf.function call per timed run.")
 flags.DEFINE_integer("matmul_calls", 10, "Timed matmul calls, before and after the step.")
