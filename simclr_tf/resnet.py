@@ -106,11 +106,16 @@ def _on_cpu(x: tf.Tensor) -> bool:
     return "TPU" not in type(tf.distribute.get_strategy()).__name__
 
 
+def _valid_size(size: int, stride: int) -> int:
+    """Output length of a 3x3 VALID convolution along an axis of ``size``."""
+    return (size - 3) // stride + 1
+
+
 def _patches(x: tf.Tensor, stride: int):
     """The 3x3 patches of ``x`` [B, H, W, C] (no padding) as rows [B * P, 9 * C], in the
     order of a [3, 3, C, F] kernel reshaped to [9 * C, F]; also the output's (rows, cols)."""
     _, height, width, channels = x.shape
-    rows, cols = (height - 3) // stride + 1, (width - 3) // stride + 1
+    rows, cols = _valid_size(height, stride), _valid_size(width, stride)
     top = (np.arange(rows) * stride)[:, None, None, None] + np.arange(3)[None, None, :, None]
     left = (np.arange(cols) * stride)[None, :, None, None] + np.arange(3)[None, None, None, :]
     index = (top * width + left).reshape(rows * cols, 9).astype(np.int32)
@@ -193,10 +198,9 @@ class _Conv(keras.layers.Layer):
         if (not self.matmul or _STOCK_CONVS[0] or self.kernel_size != 3
                 or x.dtype != tf.float32 or height is None or width is None):
             return False
-        if self.strides == 1:
-            positions = height * width
-        else:
-            positions = ((height - 3) // self.strides + 1) * ((width - 3) // self.strides + 1)
+        pad = 2 if self.strides == 1 else 0  # stride 1 pads SAME inside conv3x3_as_matmul
+        positions = (_valid_size(height + pad, self.strides)
+                     * _valid_size(width + pad, self.strides))
         return positions <= MATMUL_CONV_MAX_POSITIONS.get(self.strides, 0) and _on_cpu(x)
 
 

@@ -1,5 +1,6 @@
 """simclr-bench: its FLOP count against hand counts, and the figures it reports."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,7 +12,9 @@ import tf_keras as keras
 
 import simclr_tf  # noqa: F401
 from simclr_tf import bench
+from simclr_tf import config as config_lib
 from simclr_tf import model as model_lib
+from simclr_tf import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,11 +97,6 @@ def test_bench_rejects_unknown_parts_and_variants(arg, message):
     ("default", False, True), ("stock_convs", False, False),
     ("sync_bn_one_replica", True, True), ("sync_bn_stock_convs", True, False)])
 def test_step_variants_build_the_step_they_name(variant, sync_bn, matmul_convs):
-    import dataclasses  # noqa: PLC0415
-
-    from simclr_tf import config as config_lib  # noqa: PLC0415
-    from simclr_tf import train  # noqa: PLC0415
-
     cfg = config_lib.Config(train_mode="pretrain", resnet_depth=18, width_multiplier=0.25,
                             image_size=16, model_dir="<unused>")
     with bench._variant_patch(variant):
