@@ -7,7 +7,12 @@ setup(
     version="0.1.0",
     description="SimCLR (v1/v2) contrastive learning for TensorFlow 2 and Keras 2 (tf_keras).",
     packages=find_packages(include=["simclr_tf", "simclr_tf.*"]),
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.14",
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+    ],
     install_requires=[
         "tensorflow==2.20.*",
         "tf-keras==2.20.*",

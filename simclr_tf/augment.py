@@ -1,4 +1,4 @@
-"""SimCLR's image augmentations on float images in [0, 1] (SPEC.md §3).
+"""SimCLR's image augmentations on float images in [0, 1] (docs/method.md).
 
 Every random op takes ``seed``: a shape-[2] integer tensor that makes the result a
 deterministic function of it (stateless ops only), or None to draw one. The per-image ops run
@@ -146,9 +146,13 @@ def color_jitter(image: tf.Tensor, strength: float, seed=None, impl: str = "v2")
 
 def color_draws(strength: float, seed=None, impl: str = "v2", p_jitter: float = 0.8,
                 p_gray: float = 0.2) -> ColorDraws:
-    """The random draws of one view's colour distortion (see ``distort_colors``)."""
+    """The random draws of one view's colour distortion (see ``distort_colors``).
+
+    Strength 0 turns off the whole colour step, grayscale included, as in the original (the
+    paper's "no colour distortion" ablation)."""
     jitter_coin, jitter_seed, gray_coin = _seeds(seed, 3)
     factors, order = _jitter_draws(strength, jitter_seed, impl)
+    p_gray = p_gray if strength > 0 else 0.0
     return ColorDraws(factors, order, _uniform(jitter_coin, 0.0, 1.0) < p_jitter,
                       _uniform(gray_coin, 0.0, 1.0) < p_gray)
 

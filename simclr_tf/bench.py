@@ -216,7 +216,7 @@ def run(cfg: config_lib.Config, options: Optional[Options] = None,
                               train_mode="pretrain").validate()
     from simclr_tf import strategies  # noqa: PLC0415
 
-    strategy = strategies.get_strategy(cfg.strategy, cfg.tpu_name)
+    strategy = strategies.from_config(cfg)
     data_lib.check_batch_divides(cfg.train_batch_size, strategy.num_replicas_in_sync,
                                  "train_batch_size")
     result: Dict[str, float] = {}

@@ -1,6 +1,6 @@
 """The typed configuration of the training programs, with validation at the boundary.
 
-Field names are the original's flag names wherever a flag means the same thing (SPEC.md §5).
+Field names are the original's flag names wherever a flag means the same thing (docs/method.md).
 Deliberate differences: ``use_tpu`` defaults to False and ``strategy='auto'`` picks what the
 machine has; ``dataset`` defaults to the built-in ``shapes`` set; ``global_bn`` defaults to
 True as in the original.
@@ -13,8 +13,10 @@ from typing import Optional
 from simclr_tf import heads
 from simclr_tf import optim
 from simclr_tf import resnet
+from simclr_tf import subsets
 
 TRAIN_MODES = ("pretrain", "finetune")
+MODES = ("train", "eval", "train_then_eval")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 COLOR_JITTER_IMPLS = ("v1", "v2")
@@ -27,6 +29,7 @@ class Config:
 
     # What to run and where.
     train_mode: str = "pretrain"
+    mode: str = "train"
     model_dir: Optional[str] = None
     seed: int = 0
     # Data.
@@ -35,6 +38,10 @@ class Config:
     train_split: str = "train"
     eval_split: str = "validation"
     cache_dataset: bool = False
+    folder_labels: bool = True
+    train_label_fraction: float = 0.0
+    train_examples_per_class: int = 0
+    train_label_file: Optional[str] = None
     image_size: int = 224
     # Durations (steps win over epochs when > 0).
     train_batch_size: int = 512
@@ -63,6 +70,7 @@ class Config:
     resnet_depth: int = 50
     width_multiplier: float = 1.0
     sk_ratio: float = 0.0
+    se_ratio: float = 0.0
     global_bn: bool = True
     proj_head_mode: str = "nonlinear"
     proj_out_dim: int = 128
@@ -86,7 +94,11 @@ class Config:
     jit_compile: bool = False
     matmul_small_convs: bool = True
     tpu_name: Optional[str] = None
+    tpu_zone: Optional[str] = None
+    gcp_project: Optional[str] = None
+    master: Optional[str] = None
     use_tpu: bool = False
+    eval_name: Optional[str] = None
 
     def __post_init__(self):
         if self.linear_eval:
@@ -98,6 +110,7 @@ class Config:
     def validate(self) -> "Config":
         """Raises ValueError naming the first bad value and what would be accepted."""
         _choice("train_mode", self.train_mode, TRAIN_MODES)
+        _choice("mode", self.mode, MODES)
         _choice("optimizer", self.optimizer, optim.OPTIMIZERS)
         _choice("learning_rate_scaling", self.learning_rate_scaling, optim.LR_SCALINGS)
         _choice("proj_head_mode", self.proj_head_mode, heads.PROJ_HEAD_MODES)
@@ -126,6 +139,14 @@ class Config:
         if not 0.0 <= self.sk_ratio < 1.0:
             raise ValueError(f"--sk_ratio={self.sk_ratio} must be in [0, 1) (0.0625 in "
                              "SimCLRv2; 0 disables selective kernels).")
+        if not 0.0 <= self.se_ratio < 1.0:
+            raise ValueError(f"--se_ratio={self.se_ratio} must be in [0, 1) (0 disables "
+                             "squeeze-and-excitation).")
+        self.label_subset().validate()
+        if self.label_subset().active and self.train_mode != "finetune":
+            raise ValueError("--train_label_fraction, --train_examples_per_class and "
+                             "--train_label_file choose the labelled examples of fine-tuning "
+                             "(simclr-finetune); pretraining reads every image without labels.")
         if not 0.0 <= self.batch_norm_decay < 1.0:
             raise ValueError(f"--batch_norm_decay={self.batch_norm_decay} must be in [0, 1).")
         if self.fine_tune_after_block not in range(-1, 5):
@@ -150,13 +171,18 @@ class Config:
                 raise ValueError(f"--ft_proj_selector={self.ft_proj_selector}: an exported "
                                  "model exposes the encoder output (final_avg_pool) for "
                                  "fine-tuning; use --ft_proj_selector=0 with --hub_module.")
-        if self.strategy == "tpu" and not self.tpu_name:
+        if self.strategy == "tpu" and not (self.tpu_name or self.master):
             raise ValueError("--strategy=tpu (or --use_tpu) needs --tpu_name=NAME (the TPU name, "
-                             "'local' on a TPU VM, or a grpc:// address).")
+                             "'local' on a TPU VM) or --master=grpc://ADDRESS.")
         if not self.model_dir:
             raise ValueError("--model_dir is required: the folder for checkpoints, "
                              "summaries and summary.json.")
         return self
+
+    def label_subset(self) -> subsets.LabelSubset:
+        """The labelled examples of fine-tuning (``subsets.LabelSubset``)."""
+        return subsets.LabelSubset(self.train_label_fraction, self.train_examples_per_class,
+                                   self.train_label_file, self.seed)
 
 
 def _choice(name, value, accepted):

@@ -43,7 +43,8 @@ def linear_eval_config(pretrain: "cli_flags.config_lib.Config", model_dir: str,
         lineareval_while_pretraining=False)
 
 
-def main(cfg):
+def main(cfg, explicit):
+    del explicit
     from simclr_tf import train  # late: keep flag errors fast
 
     start = time.time()
@@ -71,7 +72,9 @@ def main(cfg):
 
 
 def run():
-    cli_flags.run_program(main, "simclr-demo")
+    cli_flags.run_program(main, "simclr-demo", __doc__,
+                          extra=("linear_eval_steps", "linear_eval_learning_rate",
+                                 "linear_eval_batch_size"))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Names of the tensors that the models return, shared by the model, the export and users.
 
-They are the endpoint names of the original SimCLR SavedModels (SPEC.md section 6), so code
+They are the endpoint names of the original SimCLR SavedModels (docs/method.md), so code
 written for those exports keeps working.
 """
 

@@ -20,7 +20,7 @@ from typing import List
 import tensorflow as tf
 
 from simclr_tf import endpoints as ep
-from simclr_tf import resnet
+from simclr_tf import convs
 
 EXPORTS_SUBDIR = "saved_model"
 EXPORT_DELAY_ENV = "SIMCLR_TF_TEST_EXPORT_DELAY"  # test-only: see export_model
@@ -73,7 +73,7 @@ def export_model(model, export_dir: str) -> str:
     tmp = os.path.join(parent, f".tmp-{os.path.basename(export_dir)}-{os.getpid()}")
     if tf.io.gfile.exists(tmp):
         tf.io.gfile.rmtree(tmp)
-    with resnet.stock_convolutions():  # no CPU-only formulation in a graph meant for anywhere
+    with convs.stock_convolutions():  # no CPU-only formulation in a graph meant for anywhere
         root = _Exportable(model)
         tf.saved_model.save(root, tmp, signatures={"serving_default": root.serve})
     delay = os.environ.get(EXPORT_DELAY_ENV)

@@ -39,7 +39,7 @@ class _DenseBN(keras.layers.Layer):
 
 
 class ProjectionHead(keras.layers.Layer):
-    """The projection head g: h -> z, in the modes none / linear / nonlinear (SPEC.md §2).
+    """The projection head g: h -> z, in the modes none / linear / nonlinear (docs/method.md).
 
     ``nonlinear`` has ``num_proj_layers`` layers ``nl_0 .. nl_{L-1}``: the middle ones are
     dense (width = input width) + BN (with beta) + ReLU, the last is dense to

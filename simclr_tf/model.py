@@ -99,7 +99,7 @@ class SimCLRModel(keras.Model):
 
 
 def build_model(resnet_depth: int = 50, width_multiplier: float = 1, sk_ratio: float = 0.0,
-                image_size: int = 224, global_bn: bool = False, bn_decay: float = 0.9,
+                se_ratio: float = 0.0, image_size: int = 224, global_bn: bool = False, bn_decay: float = 0.9,
                 proj_head_mode: str = "nonlinear", num_proj_layers: int = 3,
                 proj_out_dim: int = 128, ft_proj_selector: int = 0,
                 num_classes: Optional[int] = None, mode: str = "pretrain",
@@ -117,7 +117,7 @@ def build_model(resnet_depth: int = 50, width_multiplier: float = 1, sk_ratio: f
             f"fine_tune_after_block={fine_tune_after_block} applies to fine-tuning only; "
             "pretraining trains the whole network (use -1).")
     encoder = resnet.build_resnet(
-        resnet_depth, width_multiplier=width_multiplier, sk_ratio=sk_ratio,
+        resnet_depth, width_multiplier=width_multiplier, sk_ratio=sk_ratio, se_ratio=se_ratio,
         cifar_stem=image_size <= 32, global_bn=global_bn, bn_decay=bn_decay,
         fine_tune_after_block=fine_tune_after_block, matmul_small_convs=matmul_small_convs)
     head = heads_lib.build_projection_head(
@@ -161,3 +161,31 @@ class HubClassifier(keras.Model):
                                                ep.PROJ_HEAD_OUTPUT, ep.LOGITS_SUP)
                        if k in outputs}
         return outputs
+
+
+def from_config(cfg, num_classes: Optional[int]) -> keras.Model:
+    """The model of a ``config.Config``, its layers computing in ``cfg.precision``
+    (variables float32), every variable created; ``num_classes`` None: no supervised head."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(cfg.precision)
+    try:
+        if cfg.hub_module:
+            model = HubClassifier(cfg.hub_module, num_classes,
+                                  trainable=cfg.fine_tune_after_block != 4,
+                                  zero_init_logits_layer=cfg.zero_init_logits_layer)
+        else:
+            model = build_model(
+                resnet_depth=cfg.resnet_depth, width_multiplier=cfg.width_multiplier,
+                sk_ratio=cfg.sk_ratio, se_ratio=cfg.se_ratio, image_size=cfg.image_size,
+                global_bn=cfg.global_bn, bn_decay=cfg.batch_norm_decay,
+                proj_head_mode=cfg.proj_head_mode, num_proj_layers=cfg.num_proj_layers,
+                proj_out_dim=cfg.proj_out_dim, ft_proj_selector=cfg.ft_proj_selector,
+                num_classes=num_classes, mode=cfg.train_mode,
+                fine_tune_after_block=cfg.fine_tune_after_block,
+                zero_init_logits_layer=cfg.zero_init_logits_layer,
+                matmul_small_convs=cfg.matmul_small_convs)
+        # Create every variable now, so restoring assigns at once and shape errors surface.
+        model(tf.zeros([1, cfg.image_size, cfg.image_size, 3]), training=False)
+        return model
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

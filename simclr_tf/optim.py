@@ -1,6 +1,6 @@
 """Optimisation: LARS / momentum / Adam, learning-rate scaling and schedule, weight decay.
 
-The facts are in SPEC.md §4. LARS is Model Garden's (``official.modeling.optimization.lars``),
+The facts are in docs/method.md. LARS is Model Garden's (``official.modeling.optimization.lars``),
 which excludes variables by regular expressions searched in their names. The layer names of
 ``heads.py`` and ``resnet.py`` make the exclusion list below exact: every batch-norm variable
 contains ``batch_normalization``, the only biases are the supervised head's and the supervised

@@ -1,6 +1,6 @@
 """The SimCLR ResNet encoder f: ResNet v1.5 with optional selective kernels (SimCLRv2).
 
-Layout as in the original TF2 code (SPEC.md §2): stride on the 3x3 convolution, convolutions
+Layout as in the original TF2 code (docs/method.md): stride on the 3x3 convolution, convolutions
 without bias, batch norm (decay 0.9, epsilon 1e-5) + ReLU, a projection shortcut in the first
 block of EVERY block group, the last batch norm of each residual block with gamma initialised
 to zero. ``cifar_stem`` (images of 32 px and below) replaces the 7x7/2 convolution and the
@@ -12,13 +12,12 @@ layer is named ``batch_normalization``, and no other variable's name contains
 ``batch_normalization``, ``bias`` or ``head_supervised``.
 """
 
-import contextlib
 from typing import Dict, List, Optional
 
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from simclr_tf import convs
 from simclr_tf import endpoints as ep
 
 # depth -> (block kind, blocks per group)
@@ -33,15 +32,6 @@ DEPTHS = {
 GROUP_FILTERS = (64, 128, 256, 512)
 GROUP_STRIDES = (1, 2, 2, 2)
 SK_MIN_DIM = 32
-# With ``matmul_small_convs``, on a CPU, a 3x3 convolution whose output has at most this many
-# positions (height x width; by stride) runs as one matmul over its patches. TF's oneDNN
-# kernels run these shapes at about 0.7 of a matmul's speed. Forward + both gradients, batch
-# 128, 2 cores: 4 x 4 outputs at 512 channels 1.27x, stride 2 to 4 x 4 1.31x, stride 2 to
-# 7 x 7 1.18x; but 7 x 7 at stride 1 0.98x and 8 x 8 0.63x, so those stay on TF's kernels.
-MATMUL_CONV_MAX_POSITIONS = {1: 16, 2: 49}
-_STOCK_CONVS = [0]  # > 0 inside stock_convolutions()
-
-
 def _channels(base: int, width_multiplier: float) -> int:
     return max(1, int(round(base * width_multiplier)))
 
@@ -67,8 +57,9 @@ class _Settings:
     def bn(self, relu: bool = True, zero_gamma: bool = False) -> "_BatchNormRelu":
         return _BatchNormRelu(self, relu=relu, zero_gamma=zero_gamma)
 
-    def conv(self, filters: int, kernel_size: int, strides: int = 1, **kwargs) -> "_Conv":
-        return _Conv(filters, kernel_size, strides, matmul=self.matmul_small_convs, **kwargs)
+    def conv(self, filters: int, kernel_size: int, strides: int = 1, **kwargs) -> convs.Conv:
+        return convs.Conv(filters, kernel_size, strides, matmul=self.matmul_small_convs,
+                          **kwargs)
 
 
 class _BatchNormRelu(keras.layers.Layer):
@@ -84,124 +75,6 @@ class _BatchNormRelu(keras.layers.Layer):
     def call(self, x, training=None):
         x = self.bn(x, training=training)
         return tf.nn.relu(x) if self.relu else x
-
-
-@contextlib.contextmanager
-def stock_convolutions():
-    """Every convolution traced inside is TF's convolution op (``export`` traces in here, so
-    that a SavedModel made on a CPU runs as well on a GPU or a TPU)."""
-    _STOCK_CONVS[0] += 1
-    try:
-        yield
-    finally:
-        _STOCK_CONVS[0] -= 1
-
-
-def _on_cpu(x: tf.Tensor) -> bool:
-    device = (x.device or "").upper()
-    if device:
-        return "CPU" in device
-    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
-        return False
-    return "TPU" not in type(tf.distribute.get_strategy()).__name__
-
-
-def _valid_size(size: int, stride: int) -> int:
-    """Output length of a 3x3 VALID convolution along an axis of ``size``."""
-    return (size - 3) // stride + 1
-
-
-def _patches(x: tf.Tensor, stride: int):
-    """The 3x3 patches of ``x`` [B, H, W, C] (no padding) as rows [B * P, 9 * C], in the
-    order of a [3, 3, C, F] kernel reshaped to [9 * C, F]; also the output's (rows, cols)."""
-    _, height, width, channels = x.shape
-    rows, cols = _valid_size(height, stride), _valid_size(width, stride)
-    top = (np.arange(rows) * stride)[:, None, None, None] + np.arange(3)[None, None, :, None]
-    left = (np.arange(cols) * stride)[None, :, None, None] + np.arange(3)[None, None, None, :]
-    index = (top * width + left).reshape(rows * cols, 9).astype(np.int32)
-    flat = tf.reshape(x, [-1, height * width, channels])
-    return tf.reshape(tf.gather(flat, index, axis=1), [-1, 9 * channels]), rows, cols
-
-
-def _pad1(x: tf.Tensor) -> tf.Tensor:
-    return tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
-
-
-def conv3x3_as_matmul(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
-    """``tf.nn.conv2d`` of ``x`` [B, H, W, C] (static H, W) with ``kernel`` [3, 3, C, F] as one
-    matmul over the patches; stride 1 pads SAME, a larger stride convolves VALID.
-
-    The same function (its sums run in another order, so results differ by float rounding).
-    The kernel's gradient is one matmul over the patches kept from the forward pass; the
-    input's, at stride 1, is the SAME convolution of the output's gradient with the kernel
-    turned by 180 degrees and its channel axes swapped (a matmul again), and at a larger
-    stride TF's transposed convolution.
-    """
-    @tf.custom_gradient
-    def conv(x, kernel):
-        channels, filters = kernel.shape[2], kernel.shape[3]
-        patches, rows, cols = _patches(_pad1(x) if stride == 1 else x, stride)
-        y = tf.matmul(patches, tf.reshape(kernel, [9 * channels, filters]))
-
-        def grad(dy):
-            dkernel = tf.matmul(patches, tf.reshape(dy, [-1, filters]), transpose_a=True)
-            if stride == 1:
-                turned = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
-                dpatches, _, _ = _patches(_pad1(dy), 1)
-                dx = tf.matmul(dpatches, tf.reshape(turned, [9 * filters, channels]))
-                dx = tf.reshape(dx, tf.shape(x))
-            else:
-                dx = tf.raw_ops.Conv2DBackpropInput(
-                    input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
-                    strides=[1, stride, stride, 1], padding="VALID")
-            return dx, tf.reshape(dkernel, tf.shape(kernel))
-
-        return tf.reshape(y, [-1, rows, cols, filters]), grad
-
-    return conv(x, kernel)
-
-
-class _Conv(keras.layers.Layer):
-    """Convolution without bias and with the original's fixed padding.
-
-    Stride 1 pads ``SAME``; a larger stride pads k - 1 in total (``(k - 1) // 2`` before) and
-    then convolves ``VALID``, so the output does not depend on the input's parity. With
-    ``matmul``, float32 3x3 convolutions with few output positions
-    (``MATMUL_CONV_MAX_POSITIONS``) run on a CPU as ``conv3x3_as_matmul``.
-    """
-
-    def __init__(self, filters: int, kernel_size: int, strides: int = 1, matmul: bool = False,
-                 **kwargs):
-        super().__init__(**kwargs)
-        self.kernel_size, self.strides, self.matmul = kernel_size, strides, matmul
-        self.conv = keras.layers.Conv2D(
-            filters, kernel_size, strides=strides, use_bias=False,
-            padding="same" if strides == 1 else "valid",
-            kernel_initializer=keras.initializers.VarianceScaling(), name="conv2d")
-
-    def build(self, input_shape):
-        with tf.name_scope(self.conv.name):  # the variable names of a called Conv2D
-            self.conv.build(input_shape)
-        super().build(input_shape)
-
-    def call(self, x):
-        if self.strides > 1:
-            total = self.kernel_size - 1
-            begin = total // 2
-            x = tf.pad(x, [[0, 0], [begin, total - begin], [begin, total - begin], [0, 0]])
-        if self._as_matmul(x):
-            return conv3x3_as_matmul(x, tf.convert_to_tensor(self.conv.kernel), self.strides)
-        return self.conv(x)
-
-    def _as_matmul(self, x: tf.Tensor) -> bool:
-        height, width = x.shape[1], x.shape[2]
-        if (not self.matmul or _STOCK_CONVS[0] or self.kernel_size != 3
-                or x.dtype != tf.float32 or height is None or width is None):
-            return False
-        pad = 2 if self.strides == 1 else 0  # stride 1 pads SAME inside conv3x3_as_matmul
-        positions = (_valid_size(height + pad, self.strides)
-                     * _valid_size(width + pad, self.strides))
-        return positions <= MATMUL_CONV_MAX_POSITIONS.get(self.strides, 0) and _on_cpu(x)
 
 
 class _SKConv(keras.layers.Layer):
@@ -227,6 +100,30 @@ class _SKConv(keras.layers.Layer):
         attention = self.excite(self.squeeze_bn(self.squeeze(pooled), training=training))
         attention = tf.nn.softmax(tf.stack(tf.split(attention, 2, axis=-1), axis=0), axis=0)
         return tf.reduce_sum(streams * attention, axis=0)
+
+
+class _SqueezeExcite(keras.layers.Layer):
+    """Squeeze-and-excitation (``se_ratio`` > 0), as in the original: the spatial mean, a
+    1x1 convolution WITH bias to max(1, int(filters * se_ratio)) channels, ReLU, a 1x1
+    convolution with bias back to the input's channels, sigmoid, times the input. The
+    squeeze width comes from the block's ``filters``, not from its (4x) output width."""
+
+    def __init__(self, filters: int, se_ratio: float, **kwargs):
+        super().__init__(**kwargs)
+        self.reduce = keras.layers.Conv2D(
+            max(1, int(filters * se_ratio)), 1, use_bias=True,
+            kernel_initializer=keras.initializers.VarianceScaling(), name="se_reduce")
+        self.expand = None
+
+    def build(self, input_shape):
+        self.expand = keras.layers.Conv2D(
+            int(input_shape[-1]), 1, use_bias=True,
+            kernel_initializer=keras.initializers.VarianceScaling(), name="se_expand")
+        super().build(input_shape)
+
+    def call(self, x):
+        squeezed = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+        return tf.sigmoid(self.expand(tf.nn.relu(self.reduce(squeezed)))) * x
 
 
 class _Shortcut(keras.layers.Layer):
@@ -255,7 +152,7 @@ class _Block(keras.layers.Layer):
     """A basic (two 3x3) or bottleneck (1x1, 3x3, 1x1 x4) residual block."""
 
     def __init__(self, kind: str, filters: int, strides: int, use_projection: bool,
-                 sk_ratio: float, net: _Settings, **kwargs):
+                 sk_ratio: float, net: _Settings, se_ratio: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.kind = kind
         out = 4 * filters if kind == "bottleneck" else filters
@@ -272,11 +169,14 @@ class _Block(keras.layers.Layer):
             self.layers_ = [net.conv(filters, 3, strides, name="conv_a"), net.bn(),
                             net.conv(filters, 3, name="conv_b"),
                             net.bn(relu=False, zero_gamma=True)]
+        if se_ratio > 0:
+            self.layers_.append(_SqueezeExcite(filters, se_ratio, name="se"))
 
     def call(self, x, training=None):
         shortcut = x if self.shortcut is None else self.shortcut(x, training=training)
         for layer in self.layers_:
-            x = layer(x) if isinstance(layer, _Conv) else layer(x, training=training)
+            x = layer(x) if isinstance(layer, (convs.Conv, _SqueezeExcite)) else layer(
+                x, training=training)
         return tf.nn.relu(x + shortcut)
 
 
@@ -301,7 +201,7 @@ class _Stem(keras.layers.Layer):
 
     def call(self, x, training=None):
         for layer in self.pre:
-            x = layer(x) if isinstance(layer, _Conv) else layer(x, training=training)
+            x = layer(x) if isinstance(layer, convs.Conv) else layer(x, training=training)
         initial_conv = self.conv(x)
         x = self.bn(initial_conv, training=training)
         if self.max_pool:
@@ -311,11 +211,11 @@ class _Stem(keras.layers.Layer):
 
 class _BlockGroup(keras.layers.Layer):
     def __init__(self, kind: str, filters: int, num_blocks: int, strides: int,
-                 sk_ratio: float, net: _Settings, **kwargs):
+                 sk_ratio: float, net: _Settings, se_ratio: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.blocks = [
             _Block(kind, filters, strides if i == 0 else 1, use_projection=i == 0,
-                   sk_ratio=sk_ratio, net=net, name=f"block_{i}")
+                   sk_ratio=sk_ratio, net=net, se_ratio=se_ratio, name=f"block_{i}")
             for i in range(num_blocks)]
 
     def call(self, x, training=None):
@@ -337,14 +237,15 @@ class ResNet(keras.Model):
     """
 
     def __init__(self, depth: int, width_multiplier: float, sk_ratio: float, cifar_stem: bool,
-                 net: _Settings, fine_tune_after_block: int, name: str = "resnet", **kwargs):
+                 net: _Settings, fine_tune_after_block: int, se_ratio: float = 0.0,
+                 name: str = "resnet", **kwargs):
         super().__init__(name=name, **kwargs)
         kind, blocks = DEPTHS[depth]
         self.depth, self.width_multiplier, self.sk_ratio = depth, width_multiplier, sk_ratio
         self.fine_tune_after_block = fine_tune_after_block
         self.stem = _Stem(width_multiplier, cifar_stem, sk_ratio > 0, net, name="stem")
         self.block_groups = [
-            _BlockGroup(kind, _channels(f, width_multiplier), n, s, sk_ratio, net,
+            _BlockGroup(kind, _channels(f, width_multiplier), n, s, sk_ratio, net, se_ratio,
                         name=f"block_group{i + 1}")
             for i, (f, n, s) in enumerate(zip(GROUP_FILTERS, blocks, GROUP_STRIDES))]
         last = _channels(GROUP_FILTERS[-1], width_multiplier)
@@ -381,7 +282,8 @@ class ResNet(keras.Model):
 
 
 def build_resnet(depth: int, width_multiplier: float = 1, sk_ratio: float = 0.0,
-                 cifar_stem: bool = False, global_bn: bool = False, bn_decay: float = 0.9,
+                 se_ratio: float = 0.0, cifar_stem: bool = False, global_bn: bool = False,
+                 bn_decay: float = 0.9,
                  bn_epsilon: float = 1e-5, fine_tune_after_block: int = -1,
                  matmul_small_convs: bool = True, name: Optional[str] = None) -> ResNet:
     """The SimCLR ResNet of ``depth`` (18, 34, 50, 101, 152, 200).
@@ -390,13 +292,14 @@ def build_resnet(depth: int, width_multiplier: float = 1, sk_ratio: float = 0.0,
       depth: the ResNet depth.
       width_multiplier: scales every channel count (0.25 and 0.5 give small CPU models).
       sk_ratio: selective-kernel ratio (SimCLRv2 uses 0.0625); 0 disables.
+      se_ratio: squeeze-and-excitation ratio; 0 disables (``_SqueezeExcite``).
       cifar_stem: the 3x3/1 stem without max-pool, for images of 32 px and below.
       global_bn: batch-norm statistics over all replicas (synchronised).
       bn_decay, bn_epsilon: batch-norm moving-average decay and epsilon.
       fine_tune_after_block: -1 trains everything; k in 0..4 freezes the stem and block
         groups 1..k (4: the whole encoder, for linear evaluation).
       matmul_small_convs: on a CPU, 3x3 convolutions with few output positions run as one
-        matmul over their patches (see ``_Conv``); the same function, about 1.3x faster there.
+        matmul over their patches (see ``convs.Conv``); the same function, about 1.3x faster there.
 
     Raises:
       ValueError: naming a value outside what is accepted.
@@ -408,10 +311,12 @@ def build_resnet(depth: int, width_multiplier: float = 1, sk_ratio: float = 0.0,
         raise ValueError(f"width_multiplier={width_multiplier} must be > 0 (e.g. 0.25, 1, 2).")
     if not 0 <= sk_ratio < 1:
         raise ValueError(f"sk_ratio={sk_ratio} must be in [0, 1) (0.0625 in SimCLRv2).")
+    if not 0 <= se_ratio < 1:
+        raise ValueError(f"se_ratio={se_ratio} must be in [0, 1) (0 disables it).")
     if fine_tune_after_block not in range(-1, 5):
         raise ValueError(f"fine_tune_after_block={fine_tune_after_block} must be -1 (train "
                          "everything) or 0..4 (freeze the stem and groups up to that one).")
     net = _Settings(global_bn, bn_decay, bn_epsilon, matmul_small_convs)
     kwargs = {"name": name} if name else {}
     return ResNet(depth, width_multiplier, sk_ratio, cifar_stem, net, fine_tune_after_block,
-                  **kwargs)
+                  se_ratio, **kwargs)

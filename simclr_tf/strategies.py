@@ -56,7 +56,15 @@ def resolve_name(name: str, tpu: Optional[str] = None) -> str:
     return "default"
 
 
-def get_strategy(name: str = "auto", tpu: Optional[str] = None) -> tf.distribute.Strategy:
+def from_config(cfg) -> tf.distribute.Strategy:
+    """The strategy of a ``config.Config`` (``--strategy`` and the TPU flags)."""
+    return get_strategy(cfg.strategy, cfg.tpu_name, zone=cfg.tpu_zone, project=cfg.gcp_project,
+                        master=cfg.master)
+
+
+def get_strategy(name: str = "auto", tpu: Optional[str] = None, zone: Optional[str] = None,
+                 project: Optional[str] = None, master: Optional[str] = None
+                 ) -> tf.distribute.Strategy:
     """The strategy for ``name``.
 
     Args:
@@ -66,11 +74,14 @@ def get_strategy(name: str = "auto", tpu: Optional[str] = None) -> tf.distribute
         workers when ``TF_CONFIG`` lists them, all local GPUs when there are any, else
         ``default``.
       tpu: the TPU name or address (``local`` on a TPU VM).
+      zone, project: the TPU's GCE zone and GCP project (the TPU cluster resolver's).
+      master: the TPU master address, used when ``tpu`` is not given (the original's
+        ``--master``).
 
     Raises:
       ValueError: an unknown name, or a strategy this machine cannot provide.
     """
-    name = resolve_name(name, tpu)
+    name = resolve_name(name, tpu or master)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -81,14 +92,16 @@ def get_strategy(name: str = "auto", tpu: Optional[str] = None) -> tf.distribute
                              "(see the README's 'Scaling out' section).")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
-        if not tpu:
-            raise ValueError("--strategy=tpu needs --tpu_name=NAME ('local' on a TPU VM).")
+        if not (tpu or master):
+            raise ValueError("--strategy=tpu needs --tpu_name=NAME ('local' on a TPU VM) or "
+                             "--master=grpc://ADDRESS.")
         try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+                tpu=tpu or master, zone=zone, project=project)
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, tf.errors.OpError, RuntimeError) as e:
-            raise ValueError(f"--strategy=tpu: cannot reach TPU {tpu!r} from this machine "
+        except (ValueError, OSError, tf.errors.OpError, RuntimeError) as e:
+            raise ValueError(f"--strategy=tpu: cannot reach TPU {tpu or master!r} from this machine "
                              f"({type(e).__name__}: {str(e)[:200]}). Use --strategy=auto or "
                              "default to run on the CPU/GPUs here.") from e
         return tf.distribute.TPUStrategy(resolver)

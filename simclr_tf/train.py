@@ -25,14 +25,18 @@ from simclr_tf import checkpoints
 from simclr_tf import config as config_lib
 from simclr_tf import data as data_lib
 from simclr_tf import endpoints as ep
+from simclr_tf import evaluation
 from simclr_tf import export as export_lib
+from simclr_tf import folder
 from simclr_tf import losses
 from simclr_tf import metrics as metrics_lib
 from simclr_tf import model as model_lib
 from simclr_tf import optim
 from simclr_tf import preemption
 from simclr_tf import rundir
+from simclr_tf import sources
 from simclr_tf import strategies
+from simclr_tf import subsets
 
 SUMMARY_FILE = "summary.json"
 
@@ -60,35 +64,7 @@ class Interrupted(Exception):
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
 
 
-def build_model(cfg: config_lib.Config, num_classes: Optional[int]) -> keras.Model:
-    """The model of ``cfg``, its layers computing in ``cfg.precision`` (variables float32)."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(cfg.precision)
-    try:
-        return _build_model_in_policy(cfg, num_classes)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
-def _build_model_in_policy(cfg: config_lib.Config, num_classes: Optional[int]) -> keras.Model:
-    if cfg.hub_module:
-        model = model_lib.HubClassifier(
-            cfg.hub_module, num_classes, trainable=cfg.fine_tune_after_block != 4,
-            zero_init_logits_layer=cfg.zero_init_logits_layer)
-        model(tf.zeros([1, cfg.image_size, cfg.image_size, 3]), training=False)
-        return model
-    model = model_lib.build_model(
-        resnet_depth=cfg.resnet_depth, width_multiplier=cfg.width_multiplier,
-        sk_ratio=cfg.sk_ratio, image_size=cfg.image_size, global_bn=cfg.global_bn,
-        bn_decay=cfg.batch_norm_decay, proj_head_mode=cfg.proj_head_mode,
-        num_proj_layers=cfg.num_proj_layers, proj_out_dim=cfg.proj_out_dim,
-        ft_proj_selector=cfg.ft_proj_selector, num_classes=num_classes, mode=cfg.train_mode,
-        fine_tune_after_block=cfg.fine_tune_after_block,
-        zero_init_logits_layer=cfg.zero_init_logits_layer,
-        matmul_small_convs=cfg.matmul_small_convs)
-    # Create every variable now, so restoring assigns at once and shape errors surface here.
-    model(tf.zeros([1, cfg.image_size, cfg.image_size, 3]), training=False)
-    return model
+build_model = model_lib.from_config  # the model of a Config (kept under this name)
 
 
 def make_optimizer(cfg: config_lib.Config, learning_rate) -> keras.optimizers.Optimizer:
@@ -264,33 +240,6 @@ class Trainer(orbit.StandardTrainer):
         return logs
 
 
-class Evaluator(orbit.StandardEvaluator):
-    """Top-1 / top-5 of the supervised head on centre-cropped eval images."""
-
-    def __init__(self, strategy, model, dataset, num_classes):
-        self.strategy, self.model = strategy, model
-        with strategy.scope():
-            self.top1 = keras.metrics.SparseTopKCategoricalAccuracy(1, name="top1")
-            self.top5 = keras.metrics.SparseTopKCategoricalAccuracy(
-                min(5, num_classes), name="top5")
-        super().__init__(dataset)
-
-    def eval_begin(self):
-        self.top1.reset_state()
-        self.top5.reset_state()
-
-    def eval_step(self, iterator):
-        def step_fn(inputs):
-            images, labels = inputs
-            logits = self.model(images, training=False)[ep.LOGITS_SUP]
-            self.top1.update_state(labels, logits)
-            self.top5.update_state(labels, logits)
-        self.strategy.run(step_fn, args=(next(iterator),))
-
-    def eval_end(self):
-        return {"top1": float(self.top1.result()), "top5": float(self.top5.result())}
-
-
 def _current_lr(optimizer):
     lr = optimizer.learning_rate
     if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
@@ -361,16 +310,15 @@ def _make_model_dir(model_dir: str):
 def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
          on_end: Optional[Callable[[keras.Model], None]], stop_on_signals: bool
          ) -> Dict[str, float]:
-    strategy = strategy or strategies.get_strategy(cfg.strategy, cfg.tpu_name)
+    strategy = strategy or strategies.from_config(cfg)
     num_replicas = strategy.num_replicas_in_sync
     data_lib.check_batch_divides(cfg.train_batch_size, num_replicas, "train_batch_size")
     data_lib.check_batch_divides(cfg.eval_batch_size, num_replicas, "eval_batch_size")
 
     # Input.
-    source = data_lib.get_source(cfg.dataset, cfg.data_dir, seed=cfg.seed)
+    pretraining = cfg.train_mode == "pretrain"
+    source, with_head, label_counts = _training_source(cfg)
     num_train = source.num_examples(cfg.train_split)
-    source.check_split(cfg.train_split)
-    source.check_split(cfg.eval_split)
     steps_per_epoch = max(1, round(num_train / cfg.train_batch_size))
     total_steps = optim.total_train_steps(num_train, cfg.train_batch_size, cfg.train_epochs,
                                           cfg.train_steps)
@@ -378,7 +326,6 @@ def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
     checkpoint_steps = cfg.checkpoint_steps or max(1, optim.epochs_to_steps(
         cfg.checkpoint_epochs, num_train, cfg.train_batch_size))
     steps_per_loop = min(cfg.steps_per_loop or checkpoint_steps, total_steps)
-    pretraining = cfg.train_mode == "pretrain"
     train_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data_lib.build_dataset(
             source, cfg.train_split, "pretrain" if pretraining else "finetune",
@@ -392,7 +339,6 @@ def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
     if cfg.deterministic:  # the same initial weights and the same op results every run
         keras.utils.set_random_seed(cfg.seed)
         tf.config.experimental.enable_op_determinism()
-    with_head = (not pretraining) or cfg.lineareval_while_pretraining
     num_classes = source.info.num_classes if with_head else None
     with strategy.scope():
         model = build_model(cfg, num_classes)
@@ -431,7 +377,7 @@ def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
         eval_ds = strategy.distribute_datasets_from_function(
             lambda ctx: data_lib.build_dataset(source, cfg.eval_split, "eval",
                                                cfg.eval_batch_size, cfg.image_size, ctx))
-        evaluator = Evaluator(strategy, model, eval_ds, source.info.num_classes)
+        evaluator = evaluation.Evaluator(strategy, model, eval_ds, source.info.num_classes)
     controller = orbit.Controller(
         strategy=strategy, trainer=trainer, evaluator=evaluator, global_step=global_step,
         steps_per_loop=steps_per_loop, checkpoint_manager=manager,
@@ -488,11 +434,14 @@ def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
             eval_result = controller.evaluate(cfg.eval_steps or -1)
         summary.update({k: float(eval_result[k]) for k in ("top1", "top5")})
     summary["global_step"] = int(global_step.numpy())
+    if label_counts:
+        summary["train_examples"] = sum(label_counts.values())
+        summary["train_examples_per_class"] = label_counts
     skipped = getattr(source, "skipped", 0)
     if skipped:
         summary["skipped_files"] = skipped
         print(f"skipped {skipped} broken image file(s) in {cfg.data_dir} (the first "
-              f"{min(skipped, data_lib.MAX_NAMED_SKIPS)} named above)", flush=True)
+              f"{min(skipped, folder.MAX_NAMED_SKIPS)} named above)", flush=True)
     if on_end is not None:
         on_end(model)
     if not chief:
@@ -512,6 +461,34 @@ def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
         f"{k} = {v:.4f}" if isinstance(v, float) else f"{k} = {v}"
         for k, v in sorted(summary.items())), flush=True)
     return summary
+
+
+def _training_source(cfg: config_lib.Config):
+    """The source of a run with its label subset applied; whether the model gets a
+    supervised head; and the labelled examples used per class ({} for all of them).
+
+    Pretraining on unlabelled images turns the linear probe off (with a notice); what needs
+    labels otherwise (fine-tuning) stops with one line naming what to give."""
+    source = data_lib.get_source(cfg.dataset, cfg.data_dir, seed=cfg.seed,
+                                 folder_labels=cfg.folder_labels)
+    source.check_split(cfg.train_split)
+    with_head = cfg.train_mode != "pretrain" or cfg.lineareval_while_pretraining
+    if cfg.train_mode != "pretrain":
+        sources.require_labels(source, f"{cfg.train_mode} (simclr-finetune)")
+    elif with_head and not source.labelled:
+        print(f"{cfg.dataset}: the images in {cfg.data_dir} have no labels (no class "
+              "sub-folders): pretraining without the linear probe. Linear-evaluate the result "
+              "with simclr-finetune --linear_eval --checkpoint=MODEL_DIR on a labelled folder.",
+              flush=True)
+        with_head = False
+    if with_head:
+        source.check_split(cfg.eval_split)
+    source, counts = subsets.apply(source, cfg.train_split, cfg.label_subset())
+    if counts:
+        print(f"{cfg.train_mode}: {sum(counts.values())} labelled examples of "
+              f"{len(counts)} classes ({min(counts.values())}-{max(counts.values())} per "
+              "class)", flush=True)
+    return source, with_head, counts
 
 
 def _roll_back(cfg, strategy, model, optimizer, trainer, manager, error, rollbacks):
@@ -536,29 +513,6 @@ def _roll_back(cfg, strategy, model, optimizer, trainer, manager, error, rollbac
     print(f"non-finite loss at step {error.step}: rolled back to {last_good} (step "
           f"{int(optimizer.iterations.numpy())}) and skipping the batches since "
           f"(rollback {len(rollbacks)} of at most {MAX_ROLLBACKS} in a row).", flush=True)
-
-
-def evaluate(cfg: config_lib.Config, checkpoint_path: Optional[str] = None,
-             strategy: Optional[tf.distribute.Strategy] = None) -> Dict[str, float]:
-    """Top-1 / top-5 of a checkpoint (default: the newest in model_dir) on ``eval_split``."""
-    cfg.validate()
-    strategy = strategy or strategies.get_strategy(cfg.strategy, cfg.tpu_name)
-    data_lib.check_batch_divides(cfg.eval_batch_size, strategy.num_replicas_in_sync,
-                                 "eval_batch_size")
-    source = data_lib.get_source(cfg.dataset, cfg.data_dir, seed=cfg.seed)
-    with strategy.scope():
-        model = build_model(cfg, source.info.num_classes)
-    path = checkpoints.restore_for_eval(model, checkpoint_path or cfg.model_dir)
-    eval_ds = strategy.distribute_datasets_from_function(
-        lambda ctx: data_lib.build_dataset(source, cfg.eval_split, "eval", cfg.eval_batch_size,
-                                           cfg.image_size, ctx))
-    evaluator = Evaluator(strategy, model, eval_ds, source.info.num_classes)
-    result = {k: float(v) for k, v in evaluator.evaluate(
-        tf.constant(cfg.eval_steps or -1)).items()}
-    result["checkpoint"] = path
-    print("eval: " + ", ".join(f"{k} = {v}" for k, v in result.items()), flush=True)
-    return result
-
 
 
 def export_checkpoint(cfg: config_lib.Config, checkpoint_path: str, export_dir: str) -> str:

@@ -70,7 +70,7 @@ def test_grayscale_matches_luma_and_has_equal_channels():
     expected = im.numpy() @ np.array([0.2989, 0.587, 0.114])
     for c in range(3):
         np.testing.assert_allclose(gray[..., c], expected, atol=2e-3)
-    always_gray = augment.random_color_jitter(im, 0.0, seed=SEED, p_jitter=0.0, p_gray=1.0)
+    always_gray = augment.random_color_jitter(im, 1.0, seed=SEED, p_jitter=0.0, p_gray=1.0)
     np.testing.assert_array_equal(always_gray.numpy()[..., 0], always_gray.numpy()[..., 2])
 
 
@@ -108,7 +108,7 @@ def _np_rgb(h, s, v):
 
 
 def _np_distort(image, factors, order, jitter, gray, impl):
-    """One view's colour distortion written from SPEC's equations, in float64."""
+    """One view's colour distortion written from the HSV equations, in float64."""
     x = image.astype(np.float64)
 
     def brightness(x, f):
@@ -330,3 +330,19 @@ def test_batch_random_blur_in_a_function_with_unknown_batch_and_two_replicas(two
     parts = two_replicas.experimental_local_results(out)
     assert [p.shape[0] for p in parts] == [2, 2]
     assert not np.allclose(parts[0].numpy(), images[:2].numpy())
+
+
+def test_strength_zero_turns_off_the_whole_colour_step_grayscale_included():
+    # The original skips the colour step at strength 0: the "no colour distortion" ablation.
+    draws = [augment.color_draws(s, seed=tf.constant([i, 3], tf.int64))
+             for s in (0.0, 0.5) for i in range(40)]
+    assert not any(bool(d.gray) for d in draws[:40])
+    assert 2 <= sum(bool(d.gray) for d in draws[40:]) <= 16  # p = 0.2 at any other strength
+    image = tf.constant(np.random.default_rng(0).uniform(size=[20, 20, 3]), tf.float32)
+    for i in range(10):
+        seed = tf.constant([i, 4], tf.int64)
+        view = augment.preprocess_for_pretrain(image, 16, 0.0, seed=seed)
+        crop_seed, flip_seed, _ = augment._seeds(seed, 3)
+        crop_flip = augment.random_flip(augment.crop_and_resize(image, 16, crop_seed),
+                                        flip_seed)
+        np.testing.assert_allclose(view.numpy(), np.clip(crop_flip.numpy(), 0, 1), atol=1e-6)

@@ -26,7 +26,7 @@ def test_flops_of_one_convolution_are_two_per_multiply_add():
 
 
 def _resnet18_cifar_macs(width, size, proj_dims, num_classes):
-    """Multiply-adds of the convolutions and dense layers, from the layout (SPEC.md §2)."""
+    """Multiply-adds of the convolutions and dense layers, from the layout (docs/method.md)."""
     macs, c_in, s = 0, 3, size
     stem = int(64 * width)
     macs += s * s * stem * 9 * c_in  # 3x3/1 stem

@@ -142,11 +142,11 @@ def test_folder_holdout_is_seeded_disjoint_and_per_class(tmp_path):
     s1 = data.FolderSource(root, seed=4)
     s2 = data.FolderSource(root, seed=4)
     s3 = data.FolderSource(root, seed=5)
-    train, held = s1._examples["train"][0], s1._examples["validation"][0]
+    train, held = list(s1._examples["train"][0]), list(s1._examples["validation"][0])
     assert len(held) == 4 and len(train) == 36 and not set(train) & set(held)
     assert sorted(s1._examples["validation"][1]) == [0, 0, 1, 1]
-    assert held == s2._examples["validation"][0]
-    assert held != s3._examples["validation"][0]
+    assert held == list(s2._examples["validation"][0])
+    assert held != list(s3._examples["validation"][0])
 
 
 def test_folder_with_train_and_val_subfolders(tmp_path):
@@ -165,7 +165,7 @@ def test_folder_with_train_and_val_subfolders(tmp_path):
 @pytest.mark.parametrize("layout,match", [
     ("missing", "does not exist"),
     ("file", "is a file"),
-    ("empty", "no class sub-folders"),
+    ("empty", "has no sub-folders but no images"),
     ("no_images", "no images"),
 ])
 def test_folder_errors_name_the_problem(tmp_path, layout, match):

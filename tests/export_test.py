@@ -211,7 +211,7 @@ def test_hub_module_that_is_not_an_export(tmp_path):
 
 
 def test_exports_use_tf_convolutions_only(run):
-    # The CPU-only matmul convolutions (resnet.conv3x3_as_matmul, used in training here: 2x2
+    # The CPU-only matmul convolutions (convs.conv3x3_as_matmul, used in training here: 2x2
     # and 4x4 block groups) must not reach a SavedModel that may be served on a GPU or TPU.
     from tensorflow.core.protobuf import saved_model_pb2  # noqa: PLC0415
 

@@ -12,6 +12,7 @@ from absl import flags
 
 from simclr_tf.cli import flags as cli_flags
 from simclr_tf.config import Config
+from original_commands import ORIGINAL_FLAGS, README_CIFAR10, README_IMAGENET, argv_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "flags", "*.flags")))
@@ -117,3 +118,80 @@ def test_tpu_is_a_short_spelling_of_tpu_name():
     cfg = _parse(["--model_dir=/tmp/x", "--strategy=tpu", "--tpu=local"])
     assert cfg.tpu_name == "local" and cfg.strategy == "tpu"
     cfg.validate()
+
+
+def test_every_flag_of_the_original_is_accepted():
+    fv = flags.FlagValues()
+    cli_flags.define_flags(flag_values=fv)
+    assert len(ORIGINAL_FLAGS) == 48 and not [n for n in ORIGINAL_FLAGS if n not in fv]
+
+
+def test_the_cifar10_flagfile_is_the_original_readme_recipe(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    recipe = _parse(argv_of(README_CIFAR10))
+    ours = _parse(["--flagfile=flags/cifar10_pretrain.flags", "--model_dir=/tmp/simclr_test"])
+    departures = {"checkpoint_epochs", "use_tpu", "strategy"}  # stated in the flagfile
+    differ = {f.name for f in dataclasses.fields(Config)
+              if getattr(recipe, f.name) != getattr(ours, f.name)}
+    assert differ <= departures, differ
+    assert ours.num_proj_layers == 3
+
+
+def test_the_original_readme_commands_parse_and_the_imagenet_one_reaches_the_tpu(tmp_path):
+    cfg = _parse(argv_of(README_CIFAR10))
+    assert (cfg.resnet_depth, cfg.image_size, cfg.use_blur, cfg.strategy) == (18, 32, False,
+                                                                               "auto")
+    argv = argv_of(README_IMAGENET, DATA_DIR=str(tmp_path / "tfds"), MODEL_DIR=str(tmp_path / "m"),
+                 TPU_NAME="no-such-tpu")
+    cfg = _parse(argv).validate()
+    assert (cfg.strategy, cfg.tpu_name, cfg.train_batch_size) == ("tpu", "no-such-tpu", 4096)
+    proc = subprocess.run([sys.executable, "-m", "simclr_tf.cli.pretrain", *argv],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert "--train_summary_steps is accepted and ignored" in proc.stdout, proc.stdout
+    assert proc.returncode == 2 and "cannot reach TPU 'no-such-tpu'" in proc.stderr, proc.stderr
+
+
+def test_tpu_flags_reach_the_cluster_resolver(monkeypatch):
+    import tensorflow as tf  # noqa: PLC0415
+
+    from simclr_tf import strategies  # noqa: PLC0415
+
+    seen = []
+
+    def resolver(**kwargs):
+        seen.append(kwargs)
+        raise ValueError("no TPU here")
+
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", resolver)
+    cfg = _parse(["--model_dir=/tmp/x", "--use_tpu", "--tpu_name=t1", "--tpu_zone=us-c1",
+                  "--gcp_project=p"]).validate()
+    with pytest.raises(ValueError, match="cannot reach TPU 't1'"):
+        strategies.from_config(cfg)
+    cfg = _parse(["--model_dir=/tmp/x", "--use_tpu", "--master=grpc://10.0.0.2:8470"])
+    with pytest.raises(ValueError, match="grpc://10.0.0.2:8470"):
+        strategies.from_config(cfg.validate())
+    assert seen == [{"tpu": "t1", "zone": "us-c1", "project": "p"},
+                    {"tpu": "grpc://10.0.0.2:8470", "zone": None, "project": None}]
+
+
+def test_help_lists_the_programs_own_flags_in_groups():
+    fv = flags.FlagValues()
+    cli_flags.define_flags(flag_values=fv)
+    text = cli_flags.help_text("simclr-pretrain", "simclr-pretrain: pretraining.", fv)
+    grouped = [n for names in cli_flags.GROUPS.values() for n in names]
+    fields = [f.name for f in dataclasses.fields(Config)]
+    assert sorted(grouped) == sorted(fields)  # each field in exactly one group
+    headers = [line for line in text.splitlines() if line.endswith(":") and
+               not line.startswith(" ")]
+    assert headers == ["required:", "run:", "data:", "model:", "optimisation:",
+                       "evaluation and fine-tuning:", "distribution:", "reliability:"]
+    required = text.split("required:")[1].split("run:")[0]
+    assert "--model_dir" in required
+    assert sum(line.startswith("  --model_dir") for line in text.splitlines()) == 1
+    assert all(f"--{name}" in text for name in fields)
+
+
+def test_explicit_flags_are_those_on_the_command_line():
+    assert cli_flags.explicit_flags(["p", "--flagfile=f", "--checkpoint=c", "--nouse_blur",
+                                     "--model_dir", "m"]) == {
+        "flagfile", "checkpoint", "use_blur", "model_dir"}

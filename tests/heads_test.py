@@ -21,7 +21,7 @@ def _randomise_bn(layer, rng):
 
 
 def _numpy_head(head, x):
-    """The head's inference-mode forward pass written from SPEC.md §2 in NumPy."""
+    """The head's inference-mode forward pass written from docs/method.md in NumPy."""
     hiddens = [x]
     for j, layer in enumerate(head.layers_):
         bn = layer.bn

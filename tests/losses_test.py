@@ -56,7 +56,7 @@ def test_all_equal_embeddings_give_2_log_2n_minus_1(n):
     z = np.ones((n, 2), np.float32)
     loss, _, _ = losses.nt_xent(z, z, 0.1)
     np.testing.assert_allclose(loss.numpy(), 2 * np.log(2 * n - 1), rtol=1e-5)
-    if n == 4096:  # SPEC.md §4 worked value
+    if n == 4096:  # docs/method.md worked value
         assert round(float(loss), 2) == 18.02
 
 

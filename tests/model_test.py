@@ -133,7 +133,7 @@ def test_pretrain_rejects_partial_fine_tuning():
 
 @pytest.mark.parametrize("mode", ["linear", "none"])
 def test_linear_and_none_projection_heads_work(mode):
-    # Both crash in the original (SPEC.md §8.2).
+    # Both crash in the original (docs/faithfulness.md, defect 2).
     model = _tiny(proj_head_mode=mode)
     out = model(_views(), training=True)
     expected = model.encoder.feature_dim if mode == "none" else 8

@@ -35,8 +35,8 @@ WORKER = textwrap.dedent("""
     # The training input exactly as train.run builds it, from a source whose labels are the
     # examples' indices: which examples does this worker feed in each step?
     class Indexed(data.BuiltinSource):
-        def arrays(self, split):
-            images, labels = super().arrays(split)
+        def _columns(self, name):
+            images, labels = super()._columns(name)
             return images, np.arange(len(labels), dtype=np.int32)
 
     source = Indexed(seed=cfg.seed)

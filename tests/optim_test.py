@@ -72,7 +72,7 @@ class _Named(keras.layers.Layer):
 
 
 def _lars_reference(w, g, lr, momentum, wd, eeta, v, excluded):
-    """One step of SPEC.md §4's LARS, written from the equations."""
+    """One step of docs/method.md's LARS, written from the equations."""
     if not excluded:
         g = g + wd * w
     trust = 1.0

@@ -8,7 +8,7 @@ import tf_keras as keras
 
 import simclr_tf  # noqa: F401
 from simclr_tf import endpoints as ep
-from simclr_tf import resnet
+from simclr_tf import convs, resnet
 
 
 def _count(model):
@@ -85,7 +85,7 @@ def test_cifar_stem_keeps_the_resolution():
 
 
 def test_fixed_padding_of_strided_convolutions():
-    conv = resnet._Conv(1, 3, 2)
+    conv = convs.Conv(1, 3, 2)
     x = np.arange(7 * 7, dtype=np.float32).reshape(1, 7, 7, 1)
     conv(x)
     conv.conv.kernel.assign(tf.ones([3, 3, 1, 1]))
@@ -96,7 +96,7 @@ def test_fixed_padding_of_strided_convolutions():
                          for i in range(0, 7, 2)])
     np.testing.assert_array_equal(out, expected)
     # An even size: 8 -> 4 with one padded row at the start and none needed at the end.
-    conv8 = resnet._Conv(1, 3, 2)
+    conv8 = convs.Conv(1, 3, 2)
     x8 = np.arange(64, dtype=np.float32).reshape(1, 8, 8, 1)
     conv8(x8)
     conv8.conv.kernel.assign(tf.ones([3, 3, 1, 1]))
@@ -302,7 +302,7 @@ def test_convolution_as_matmul_equals_the_definition(shape, stride):
     xt, kt = tf.constant(x), tf.constant(kernel)
     with tf.GradientTape() as tape:
         tape.watch([xt, kt])
-        y = resnet.conv3x3_as_matmul(xt, kt, stride)
+        y = convs.conv3x3_as_matmul(xt, kt, stride)
         dy = tf.constant(rng.normal(size=y.shape).astype(np.float32))
         loss = tf.reduce_sum(y * dy)
     dx, dk = tape.gradient(loss, [xt, kt])
@@ -324,20 +324,20 @@ def _op_types(layer, shape, dtype=tf.float32):
 @pytest.mark.parametrize("size,strides,as_matmul", [
     (4, 1, True), (5, 1, False), (8, 2, True), (14, 2, True), (16, 2, False)])
 def test_only_small_3x3_convolutions_run_as_matmul(size, strides, as_matmul):
-    conv = resnet._Conv(8, 3, strides, matmul=True)
+    conv = convs.Conv(8, 3, strides, matmul=True)
     ops = _op_types(conv, [2, size, size, 4])
     assert ("Conv2D" not in ops and {"GatherV2", "MatMul"} <= ops) == as_matmul
     assert "Conv2D" in ops or as_matmul
 
 
 def test_matmul_convolutions_stay_off_when_asked_for_exports_and_in_bfloat16():
-    assert "Conv2D" in _op_types(resnet._Conv(8, 3, matmul=False), [2, 4, 4, 4])
-    assert "Conv2D" in _op_types(resnet._Conv(8, 1, matmul=True), [2, 4, 4, 4])
-    conv = resnet._Conv(8, 3, matmul=True)
-    with resnet.stock_convolutions():
+    assert "Conv2D" in _op_types(convs.Conv(8, 3, matmul=False), [2, 4, 4, 4])
+    assert "Conv2D" in _op_types(convs.Conv(8, 1, matmul=True), [2, 4, 4, 4])
+    conv = convs.Conv(8, 3, matmul=True)
+    with convs.stock_convolutions():
         assert "Conv2D" in _op_types(conv, [2, 4, 4, 4])
     assert "Conv2D" not in _op_types(conv, [2, 4, 4, 4])
-    assert "Conv2D" in _op_types(resnet._Conv(8, 3, matmul=True, dtype="bfloat16"),
+    assert "Conv2D" in _op_types(convs.Conv(8, 3, matmul=True, dtype="bfloat16"),
                                  [2, 4, 4, 4], tf.bfloat16)
 
 
@@ -371,3 +371,44 @@ def _features_and_gradients(model, images):
         features = model(images, training=True)
         loss = tf.reduce_sum(tf.sin(features))
     return [features] + tape.gradient(loss, model.trainable_variables)
+
+
+def _se_count_by_hand(depth, width, se_ratio):
+    """Squeeze-and-excitation parameters, counted from the original's definition: per block
+    of base width f and output width C (f, or 4f in a bottleneck), a 1x1 convolution with
+    bias C -> r = max(1, int(f * se_ratio)) and one with bias r -> C."""
+    kind, blocks = resnet.DEPTHS[depth]
+    total = 0
+    for base, n in zip((64, 128, 256, 512), blocks):
+        f = int(round(base * width))
+        c = 4 * f if kind == "bottleneck" else f
+        r = max(1, int(f * se_ratio))
+        total += n * (c * r + r + r * c + c)
+    return total
+
+
+@pytest.mark.parametrize("depth,width,se_ratio,by_hand", [
+    (18, 0.25, 0.25, 22_360), (50, 0.25, 0.0625, None)])
+def test_squeeze_excitation_adds_the_originals_parameters(depth, width, se_ratio, by_hand):
+    plain, se = (_count(_built(size=32, depth=depth, width_multiplier=width, se_ratio=r))
+                 for r in (0.0, se_ratio))
+    assert se - plain == _se_count_by_hand(depth, width, se_ratio)
+    if by_hand is not None:  # 2 blocks per group: 2 x (2 C r + r + C), C = 16, 32, 64, 128
+        assert se - plain == by_hand
+
+
+def test_squeeze_excitation_computes_the_gated_input():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=[2, 4, 3, 8]).astype(np.float32)
+    layer = resnet._SqueezeExcite(filters=8, se_ratio=0.25)
+    layer(tf.constant(x))
+    w1, b1, w2, b2 = (rng.normal(size=v.shape).astype(np.float32) for v in layer.weights)
+    for v, value in zip(layer.weights, (w1, b1, w2, b2)):
+        v.assign(value)
+    hidden = np.maximum(x.mean(axis=(1, 2)) @ w1.reshape(8, 2) + b1, 0)
+    gate = 1 / (1 + np.exp(-(hidden @ w2.reshape(2, 8) + b2)))
+    np.testing.assert_allclose(layer(tf.constant(x)).numpy(), x * gate[:, None, None, :],
+                               rtol=1e-5, atol=1e-6)
+    assert [v.name.split("/")[-2:] for v in layer.weights] == [
+        ["se_reduce", "kernel:0"], ["se_reduce", "bias:0"], ["se_expand", "kernel:0"],
+        ["se_expand", "bias:0"]]

@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import simclr_tf  # noqa: F401
-from simclr_tf import checkpoints, losses, train
+from simclr_tf import checkpoints, evaluation, losses, train
 from simclr_tf import model as model_lib
 from simclr_tf.config import Config
 
@@ -145,7 +145,7 @@ def test_full_fine_tune_and_eval_program(pretrained, tmp_path):
     post_conv = _values(tf.train.latest_checkpoint(str(tmp_path)), "model/encoder/")
     changed = [k for k in pre_conv if not np.array_equal(pre_conv[k], post_conv[k])]
     assert changed  # the whole network trains
-    result = train.evaluate(tiny(tmp_path, train_mode="finetune", ft_proj_selector=1))
+    result = evaluation.evaluate(tiny(tmp_path, train_mode="finetune", ft_proj_selector=1))
     assert result["top1"] == pytest.approx(summary["top1"])
     assert result["checkpoint"].endswith("ckpt-2")
 

@@ -32,9 +32,12 @@ flags.DEFINE_integer("source_height", 256, "Height of the in-memory source image
 flags.DEFINE_integer("source_width", 320, "Width of the in-memory source images.")
 
 FLAGS = flags.FLAGS
+_EXTRA = ("json", "parts", "variants", "timed_runs", "steps_per_run", "matmul_calls",
+          "input_seconds", "eval_seconds", "source_height", "source_width")
 
 
-def main(cfg):
+def main(cfg, explicit):
+    del explicit
     from simclr_tf import bench  # late: keep --help and flag errors fast
 
     options = bench.Options(
@@ -56,7 +59,7 @@ def main(cfg):
 
 
 def run():
-    cli_flags.run_program(main, "simclr-bench")
+    cli_flags.run_program(main, "simclr-bench", __doc__, extra=_EXTRA)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,26 @@
-"""simclr-eval: top-1 / top-5 of a checkpoint on a split.
+"""simclr-eval: top-1 / top-5 of a run's checkpoint on a split.
 
-  simclr-eval --flagfile=RUN/flags.txt [--checkpoint=RUN/ckpt-N] [--eval_split=test]
+  simclr-eval --model_dir=RUN [--checkpoint=RUN/ckpt-N] [--eval_split=test]
 
-Without --checkpoint it evaluates the newest checkpoint in --model_dir.
+It evaluates the newest checkpoint of the run in --model_dir, with the run's own settings
+(RUN/flags.txt; flags on the command line take precedence), or the checkpoint given by
+--checkpoint on the command line.
 """
 
+from simclr_tf.cli import _common
 from simclr_tf.cli import flags as cli_flags
 
 cli_flags.define_flags(train_mode="finetune")
 
 
-def main(cfg):
-    from simclr_tf import train  # late: keep --help and flag errors fast
+def main(cfg, explicit):
+    from simclr_tf import evaluation  # late: keep --help and flag errors fast
 
-    train.evaluate(cfg, cfg.checkpoint)
+    evaluation.evaluate(cfg, _common.run_checkpoint(cfg, explicit))
 
 
 def run():
-    cli_flags.run_program(main, "simclr-eval")
+    cli_flags.run_program(main, "simclr-eval", __doc__, reads_run=True)
 
 
 if __name__ == "__main__":

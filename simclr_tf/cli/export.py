@@ -1,26 +1,25 @@
-"""simclr-export: a hub-style SavedModel of a checkpoint.
+"""simclr-export: a hub-style SavedModel of a run's checkpoint.
 
-  simclr-export --flagfile=RUN/flags.txt --export_dir=DIR [--checkpoint=RUN/ckpt-N]
+  simclr-export --model_dir=RUN --export_dir=DIR [--checkpoint=RUN/ckpt-N]
 
-Without --checkpoint it exports the newest checkpoint in --model_dir. The architecture flags
-(depth, width, heads, image size) must be the run's: pass the run's flags.txt.
+It exports the newest checkpoint of the run in --model_dir, built with the run's own
+settings (RUN/flags.txt; flags on the command line take precedence), or the checkpoint given
+by --checkpoint on the command line.
 """
 
 from absl import flags
 
+from simclr_tf.cli import _common
 from simclr_tf.cli import flags as cli_flags
 
 cli_flags.define_flags(train_mode="finetune")
 EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Where to write the SavedModel.")
 
 
-def main(cfg):
+def main(cfg, explicit):
     if not EXPORT_DIR.value:
         raise ValueError("--export_dir is required: the folder to write the SavedModel to.")
-    source = cfg.checkpoint or cfg.model_dir
-    if not source:
-        raise ValueError("give --model_dir (its newest checkpoint is exported) or "
-                         "--checkpoint=PREFIX.")
+    source = _common.run_checkpoint(cfg, explicit)
     from simclr_tf import train  # late: keep flag errors fast
 
     path = train.export_checkpoint(cfg, source, EXPORT_DIR.value)
@@ -28,7 +27,8 @@ def main(cfg):
 
 
 def run():
-    cli_flags.run_program(main, "simclr-export")
+    cli_flags.run_program(main, "simclr-export", __doc__, extra=("export_dir",),
+                          reads_run=True)
 
 
 if __name__ == "__main__":

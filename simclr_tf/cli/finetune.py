@@ -13,7 +13,7 @@ cli_flags.define_flags(train_mode="finetune")
 
 
 def run():
-    _common.train_main("finetune", "simclr-finetune")
+    _common.train_main("finetune", "simclr-finetune", __doc__)
 
 
 if __name__ == "__main__":

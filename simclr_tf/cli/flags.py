@@ -14,11 +14,13 @@ from absl import app, flags, logging
 
 from simclr_tf import config as config_lib
 from simclr_tf import heads, optim
+from simclr_tf.cli import quiet
 
 FLAGS = flags.FLAGS
 
 _ENUMS: Dict[str, tuple] = {
     "train_mode": config_lib.TRAIN_MODES,
+    "mode": config_lib.MODES,
     "optimizer": optim.OPTIMIZERS,
     "learning_rate_scaling": optim.LR_SCALINGS,
     "proj_head_mode": heads.PROJ_HEAD_MODES,
@@ -30,6 +32,24 @@ _ENUMS: Dict[str, tuple] = {
 
 _HELP = {
     "train_mode": "pretrain (contrastive) or finetune (supervised).",
+    "mode": "train; eval (evaluate every new checkpoint of --model_dir as it appears, until "
+            "the last step); or train_then_eval (the original's modes).",
+    "folder_labels": "With --dataset=folder: the sub-folder names are the classes. "
+                     "--nofolder_labels reads every image under --data_dir, at any depth, as "
+                     "unlabelled (pretraining only). A folder with images directly in it is "
+                     "unlabelled either way.",
+    "train_label_fraction": "Fine-tune on a seeded, class-balanced fraction of the training "
+                            "labels (0.01 = 1% of each class); 0 uses them all.",
+    "train_examples_per_class": "Fine-tune on a seeded N examples of each class; 0 uses all.",
+    "train_label_file": "Fine-tune on the training images listed in this text file, one file "
+                        "name (or path relative to the data folder) per line, as the "
+                        "original's imagenet_subsets/1percent.txt.",
+    "se_ratio": "Squeeze-and-excitation ratio (0 disables): a squeeze-and-excitation layer "
+                "ends every residual branch, as in the original.",
+    "tpu_zone": "GCE zone of the TPU (passed to the TPU cluster resolver).",
+    "gcp_project": "GCP project of the TPU (passed to the TPU cluster resolver).",
+    "master": "TPU master address (grpc://...), used when --tpu_name is not given.",
+    "eval_name": "Accepted for the original's commands; unused (as in the original).",
     "model_dir": "Folder for checkpoints, TensorBoard summaries, flags.txt and summary.json.",
     "seed": "Seed of the built-in dataset, the folder source's held-out split, and the "
             "training input's shuffle and augmentations (reruns see the same batches).",
@@ -105,6 +125,41 @@ _HELP = {
 }
 
 
+# --help lists the flags in these groups (every Config field is in exactly one).
+GROUPS: Dict[str, tuple] = {
+    "run": ("model_dir", "train_mode", "mode", "seed"),
+    "data": ("dataset", "data_dir", "folder_labels", "train_split", "eval_split",
+             "cache_dataset", "image_size", "train_label_fraction", "train_examples_per_class",
+             "train_label_file", "color_jitter_strength", "color_jitter_impl", "use_blur",
+             "jit_augment"),
+    "model": ("resnet_depth", "width_multiplier", "sk_ratio", "se_ratio", "global_bn",
+              "batch_norm_decay", "proj_head_mode", "proj_out_dim", "num_proj_layers",
+              "ft_proj_selector"),
+    "optimisation": ("train_batch_size", "train_epochs", "train_steps", "warmup_epochs",
+                     "optimizer", "learning_rate", "learning_rate_scaling", "momentum",
+                     "weight_decay", "temperature", "hidden_norm"),
+    "evaluation and fine-tuning": (
+        "lineareval_while_pretraining", "checkpoint", "hub_module", "linear_eval",
+        "fine_tune_after_block", "zero_init_logits_layer", "eval_batch_size", "eval_steps",
+        "eval_name"),
+    "distribution": ("strategy", "precision", "jit_compile", "matmul_small_convs", "tpu_name",
+                     "tpu_zone", "gcp_project", "master", "use_tpu"),
+    "reliability": ("checkpoint_epochs", "checkpoint_steps", "steps_per_loop",
+                    "keep_checkpoint_max", "keep_hub_module_max", "on_nonfinite",
+                    "deterministic"),
+}
+REQUIRED = ("model_dir",)
+# Flags of the original's commands that do nothing here: accepted with a one-line notice.
+IGNORED = {
+    "train_summary_steps": "the original TF1 flag --train_summary_steps is accepted and "
+                           "ignored (the TF2 code never defined it); summaries are written "
+                           "every --steps_per_loop steps.",
+    "variable_schema": "the original TF1 flag --variable_schema is accepted and ignored: "
+                       "fine-tuning restores the encoder and projection head, never the "
+                       "optimizer, the step or the supervised head.",
+}
+
+
 def _base_type(annotation):
     if typing.get_origin(annotation) is typing.Union:  # Optional[X]
         return next(a for a in typing.get_args(annotation) if a is not type(None))
@@ -130,6 +185,41 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, **defaults):
             flags.DEFINE_string(name, default, _HELP[name], **fv)
     # Short spelling used by Cloud TPU docs and Model Garden.
     flags.DEFINE_alias("tpu", "tpu_name", **fv)
+    flags.DEFINE_string("train_summary_steps", None, IGNORED["train_summary_steps"], **fv)
+    flags.DEFINE_string("variable_schema", None, IGNORED["variable_schema"], **fv)
+
+
+def help_text(prog: str, doc: str, flag_values: flags.FlagValues = FLAGS,
+              extra: tuple = ()) -> str:
+    """``--help``: what the program does, then its own flags by group, defaults shown."""
+    def line(name):
+        flag = flag_values[name]
+        default = "" if flag.default is None else f" (default: {flag.default_as_str})"
+        return f"  --{name}{default}\n      {flag.help}"
+
+    lines = [(doc or prog).strip(), "",
+             f"usage: {prog} --model_dir=DIR [--flagfile=FILE] [--flag=value ...]", ""]
+    lines += ["required:"] + [line(n) for n in REQUIRED if n in flag_values] + [""]
+    if extra:
+        lines += [f"{prog}:"] + [line(n) for n in extra] + [""]
+    for group, names in GROUPS.items():
+        rest = [n for n in names if n not in REQUIRED]
+        lines += [f"{group}:"] + [line(n) for n in rest] + [""]
+    lines += ["Booleans: --name / --noname. Flags given after --flagfile=FILE override it. "
+              "--verbosity=0 shows the INFO log and TensorFlow's native log lines; "
+              "--helpfull lists absl's own flags too."]
+    return "\n".join(lines)
+
+
+def explicit_flags(argv, flag_values: flags.FlagValues = FLAGS) -> set:
+    """The flag names given on the command line itself (not inside a --flagfile)."""
+    known = {f.name for f in dataclasses.fields(config_lib.Config)} | set(flag_values)
+    names = set()
+    for arg in argv[1:]:
+        if arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0]
+            names.add(name[2:] if name.startswith("no") and name[2:] in known else name)
+    return names
 
 
 def config_from_flags(flag_values: flags.FlagValues = FLAGS, **overrides
@@ -158,27 +248,58 @@ def write_flagfile(cfg: config_lib.Config, path: str):
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def run_program(main: Callable[[config_lib.Config], None], prog: str):
-    """Runs ``main`` under absl; a bad value ends with one clear line and exit code 2."""
+def run_program(main: Callable[[config_lib.Config, set], None], prog: str, doc: str = "",
+                extra: tuple = (), reads_run: bool = False):
+    """Runs ``main(cfg, explicit)`` under absl (``explicit``: the flags given on the command
+    line itself); a bad value ends with one clear line and exit code 2.
+
+    ``reads_run`` (simclr-eval, simclr-export): without a --flagfile, the settings of the run
+    in --model_dir (its flags.txt) are read first, and the command line overrides them.
+    """
+    explicit: set = set()
 
     def _main(argv):
         if not FLAGS["verbosity"].present:
             # absl logs INFO by default under app.run; the progress line is the console's
-            # report. --verbosity=0 brings the INFO log back.
+            # report. --verbosity=0 brings the INFO log and TF's native log lines back.
             logging.set_verbosity(logging.WARNING)
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        for name, notice in IGNORED.items():
+            if FLAGS[name].present:
+                print(f"{prog}: note: {notice}", flush=True)
         try:
-            main(config_from_flags())
+            main(config_from_flags(), explicit)
         except ValueError as e:
             sys.stderr.write(f"{prog}: error: {e}\n")
             sys.exit(2)
 
     def _parse(argv):
+        if any(a in ("--help", "-h", "--helpshort", "-?") for a in argv[1:]):
+            print(help_text(prog, doc, FLAGS, extra))
+            sys.exit(0)
+        explicit.update(explicit_flags(argv))
+        if not {"verbosity", "v"} & explicit:
+            quiet.filter_native_stderr()
         try:
-            return FLAGS(argv)
+            rest = FLAGS(argv)
+            run_flags = _run_flagfile(argv) if reads_run else None
+            if run_flags:
+                FLAGS.unparse_flags()
+                rest = FLAGS([argv[0], f"--flagfile={run_flags}", *argv[1:]])
+                print(f"{prog}: using the run's settings in {run_flags} (flags on the command "
+                      "line take precedence)", flush=True)
+            return rest
         except flags.Error as e:  # unknown flag, bad enum value, missing flagfile, ...
             sys.stderr.write(f"{prog}: error: {e}\n")
             sys.exit(2)
 
     app.run(_main, flags_parser=_parse)
+
+
+def _run_flagfile(argv) -> str:
+    """model_dir/flags.txt when the command line names a run but no flagfile, else ""."""
+    if any(a.startswith(("--flagfile", "-flagfile")) for a in argv[1:]) or not FLAGS.model_dir:
+        return ""
+    path = os.path.join(FLAGS.model_dir, "flags.txt")
+    return path if os.path.exists(path) else ""

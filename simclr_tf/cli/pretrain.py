@@ -10,7 +10,7 @@ cli_flags.define_flags(train_mode="pretrain")
 
 
 def run():
-    _common.train_main("pretrain", "simclr-pretrain")
+    _common.train_main("pretrain", "simclr-pretrain", __doc__)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""The programs as a newcomer runs them on an ImageNet-style folder: pretrain with default
+splits, fine-tune on a label subset, then read the runs with simclr-eval and simclr-export
+given a flagfile, only --model_dir, or --checkpoint; the original's modes and commands."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from absl import flags
+from PIL import Image
+
+import simclr_tf  # noqa: F401
+from simclr_tf import evaluation, train
+from simclr_tf.config import Config
+from simclr_tf.cli import flags as cli_flags
+from original_commands import README_CIFAR10, argv_of
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--flagfile=flags/smoke.flags", "--train_steps=2", "--eval_steps=0",
+         "--eval_batch_size=4", "--keep_hub_module_max=0"]
+
+
+def _program(name, *args):
+    proc = subprocess.run([sys.executable, "-m", f"simclr_tf.cli.{name}", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout, proc.stderr
+
+
+def _imagenet_layout(root):
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 5), ("val", 2)):
+        for c in ("cat", "dog"):
+            os.makedirs(root / split / c)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 255, (18 + i, 22, 3), np.uint8)).save(
+                    root / split / c / f"{c}_{split}_{i}.jpg")
+    return str(root)
+
+
+def _checkpoint_in(stdout):
+    line = [x for x in stdout.splitlines() if x.startswith("eval:")][-1]
+    return line.split("checkpoint = ")[1].strip()
+
+
+def test_programs_on_a_train_val_folder_and_the_programs_that_read_a_run(tmp_path):
+    data = _imagenet_layout(tmp_path / "data")
+    pre, ft, export = tmp_path / "pre", tmp_path / "ft", tmp_path / "export"
+    folder = ["--dataset=folder", f"--data_dir={data}"]
+    out, err = _program("pretrain", *SMALL, *folder, f"--model_dir={pre}")  # default splits
+    assert "step 2/2" in out and "cuInit" not in err and "Compiled cluster" not in err, err
+    _program("finetune", *SMALL, *folder, f"--model_dir={ft}", f"--checkpoint={pre}",
+             "--train_mode=finetune", "--linear_eval", "--train_examples_per_class=3")
+    summary = json.loads((ft / "summary.json").read_text())
+    assert summary["train_examples_per_class"] == {"cat": 3, "dog": 3}
+    assert summary["train_examples"] == 6
+    # A program reading a run uses the run's own newest checkpoint, not the fine-tune's
+    # starting point that its flags.txt names in --checkpoint ...
+    out, _ = _program("evaluate", f"--flagfile={ft / 'flags.txt'}")
+    assert _checkpoint_in(out) == str(ft / "ckpt-2")
+    assert float(out.split("top1 = ")[1].split(",")[0]) == pytest.approx(summary["top1"])
+    # ... unless --checkpoint is given on the command line.
+    out, _ = _program("evaluate", f"--flagfile={ft / 'flags.txt'}", f"--checkpoint={pre}")
+    assert _checkpoint_in(out) == str(pre / "ckpt-2")
+    # Given only --model_dir, the run's settings come from its flags.txt.
+    out, _ = _program("evaluate", f"--model_dir={pre}")
+    assert f"using the run's settings in {pre / 'flags.txt'}" in out
+    assert _checkpoint_in(out) == str(pre / "ckpt-2")
+    out, _ = _program("export", f"--model_dir={ft}", f"--export_dir={export}")
+    assert f"exported {ft} to {export}" in out and (export / "saved_model.pb").exists()
+
+
+def test_eval_mode_scores_each_checkpoint_up_to_the_last_step(tmp_path):
+    cfg = Config(dataset="shapes", image_size=16, resnet_depth=18, width_multiplier=0.25,
+                 num_proj_layers=1, proj_out_dim=8, train_batch_size=8, eval_batch_size=50,
+                 train_steps=4, checkpoint_steps=2, eval_steps=1, strategy="default",
+                 keep_hub_module_max=0, global_bn=False, model_dir=str(tmp_path))
+    summary = train.run(cfg)
+    result = evaluation.evaluate_checkpoints(cfg, timeout=0, min_interval_secs=0)
+    assert result["checkpoint"].endswith("ckpt-4")
+    assert result["top1"] == pytest.approx(summary["top1"])
+
+
+def test_the_original_readme_cifar10_command_trains_on_prepared_data(tmp_path):
+    fv = flags.FlagValues()
+    cli_flags.define_flags(flag_values=fv)
+    fv(["simclr-pretrain", *argv_of(README_CIFAR10)])
+    cfg = cli_flags.config_from_flags(fv, model_dir=str(tmp_path), train_steps=2,
+                                      train_batch_size=16, eval_batch_size=16, eval_steps=1,
+                                      keep_hub_module_max=0)
+    with tfds.testing.mock_data(num_examples=32):
+        summary = train.run(cfg)
+    assert summary["global_step"] == 2 and np.isfinite(summary["contrast_loss"])
+    assert (cfg.resnet_depth, cfg.width_multiplier, cfg.num_proj_layers) == (18, 1, 3)
