@@ -3,7 +3,8 @@
 A training checkpoint holds ``model`` (encoder, projection head, supervised head) and
 ``optimizer`` (its slots and step). Fine-tuning initialises from a pretraining checkpoint by
 object-graph matching of ``model.encoder`` and ``model.projection_head`` only: never the
-optimizer, the step or the supervised head (the original restored all of them, docs/faithfulness.md, defect 1).
+optimizer, the step or the supervised head (the original restored all of them:
+docs/faithfulness.md, defect 1).
 """
 
 import os

@@ -23,9 +23,9 @@ from simclr_tf.cli import flags as cli_flags
 
 cli_flags.define_flags(train_mode="pretrain")
 LINEAR_STEPS = flags.DEFINE_integer(
-    "linear_eval_steps", 300, "Training steps of each linear evaluation.")
+    "linear_eval_steps", 200, "Training steps of each linear evaluation.")
 LINEAR_LR = flags.DEFINE_float(
-    "linear_eval_learning_rate", 0.1, "Base learning rate of the linear evaluations "
+    "linear_eval_learning_rate", 0.2, "Base learning rate of the linear evaluations "
     "(Nesterov momentum, linear scaling, no warm-up, no weight decay).")
 LINEAR_BATCH = flags.DEFINE_integer(
     "linear_eval_batch_size", 256, "Global batch of the linear evaluations.")
@@ -40,7 +40,7 @@ def linear_eval_config(pretrain: "cli_flags.config_lib.Config", model_dir: str,
         optimizer="momentum", learning_rate=learning_rate, learning_rate_scaling="linear",
         weight_decay=0.0, warmup_epochs=0, train_steps=steps, train_batch_size=batch_size,
         checkpoint_steps=steps, steps_per_loop=0, global_bn=False,
-        lineareval_while_pretraining=False)
+        lineareval_while_pretraining=False, keep_hub_module_max=0)
 
 
 def main(cfg, explicit):

@@ -99,7 +99,8 @@ class SimCLRModel(keras.Model):
 
 
 def build_model(resnet_depth: int = 50, width_multiplier: float = 1, sk_ratio: float = 0.0,
-                se_ratio: float = 0.0, image_size: int = 224, global_bn: bool = False, bn_decay: float = 0.9,
+                se_ratio: float = 0.0, image_size: int = 224, global_bn: bool = False,
+                bn_decay: float = 0.9,
                 proj_head_mode: str = "nonlinear", num_proj_layers: int = 3,
                 proj_out_dim: int = 128, ft_proj_selector: int = 0,
                 num_classes: Optional[int] = None, mode: str = "pretrain",

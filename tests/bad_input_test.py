@@ -2,7 +2,6 @@
 everything else stops with one clear line."""
 
 import io
-import json
 import os
 import subprocess
 import sys

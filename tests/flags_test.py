@@ -2,7 +2,6 @@
 
 import dataclasses
 import glob
-import json
 import os
 import subprocess
 import sys
@@ -89,29 +88,6 @@ def test_bad_values_end_with_one_clear_line(argv, message):
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("simclr-pretrain: error:") and message in last, proc.stderr
-
-
-def test_pretrain_program_writes_a_rerunnable_flags_file(tmp_path):
-    model_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "simclr_tf.cli.pretrain", "--flagfile=flags/smoke.flags",
-           f"--model_dir={model_dir}", "--train_steps=2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "step 2/2" in proc.stdout and "ETA" in proc.stdout
-    summary = json.loads((model_dir / "summary.json").read_text())
-    assert summary["global_step"] == 2
-    # flags.txt re-runs the same job: it resumes, trains 2 more steps to the new count.
-    rerun = [sys.executable, "-m", "simclr_tf.cli.pretrain",
-             f"--flagfile={model_dir / 'flags.txt'}", "--train_steps=4"]
-    proc = subprocess.run(rerun, capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "resumed from" in proc.stdout
-    assert json.loads((model_dir / "summary.json").read_text())["global_step"] == 4
-    # The wrong program for the mode is refused by name.
-    proc = subprocess.run([sys.executable, "-m", "simclr_tf.cli.finetune",
-                           f"--flagfile={model_dir / 'flags.txt'}"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert proc.returncode == 2 and "use simclr-pretrain" in proc.stderr
 
 
 def test_tpu_is_a_short_spelling_of_tpu_name():

@@ -84,7 +84,8 @@ def test_pretraining_an_unlabelled_folder_turns_the_probe_off_and_finetuning_say
 
 
 @pytest.mark.parametrize("split,expected", [
-    ("train", list(range(40))), ("train[:10%]", list(range(4))), ("train[35:]", [35, 36, 37, 38, 39]),
+    ("train", list(range(40))), ("train[:10%]", list(range(4))),
+    ("train[35:]", [35, 36, 37, 38, 39]),
     ("train[-2:]", [38, 39]), ("train[10%:15%]", [4, 5]),
     ("validation+train[:1]", list(range(40, 53)) + [0])])
 def test_split_slices_select_what_tfds_would(split, expected):

@@ -52,7 +52,9 @@ def test_programs_on_a_train_val_folder_and_the_programs_that_read_a_run(tmp_pat
     pre, ft, export = tmp_path / "pre", tmp_path / "ft", tmp_path / "export"
     folder = ["--dataset=folder", f"--data_dir={data}"]
     out, err = _program("pretrain", *SMALL, *folder, f"--model_dir={pre}")  # default splits
-    assert "step 2/2" in out and "cuInit" not in err and "Compiled cluster" not in err, err
+    assert "step 2/2" in out and "ETA" in out, out
+    assert "cuInit" not in err and "Compiled cluster" not in err, err  # no native log noise
+    assert json.loads((pre / "summary.json").read_text())["global_step"] == 2
     _program("finetune", *SMALL, *folder, f"--model_dir={ft}", f"--checkpoint={pre}",
              "--train_mode=finetune", "--linear_eval", "--train_examples_per_class=3")
     summary = json.loads((ft / "summary.json").read_text())
@@ -72,6 +74,15 @@ def test_programs_on_a_train_val_folder_and_the_programs_that_read_a_run(tmp_pat
     assert _checkpoint_in(out) == str(pre / "ckpt-2")
     out, _ = _program("export", f"--model_dir={ft}", f"--export_dir={export}")
     assert f"exported {ft} to {export}" in out and (export / "saved_model.pb").exists()
+    # flags.txt re-runs the same job: it resumes and trains on to a new step count ...
+    out, _ = _program("pretrain", f"--flagfile={pre / 'flags.txt'}", "--train_steps=3")
+    assert f"resumed from {pre / 'ckpt-2'}" in out
+    assert json.loads((pre / "summary.json").read_text())["global_step"] == 3
+    # ... and the wrong program for its mode is refused by name.
+    proc = subprocess.run([sys.executable, "-m", "simclr_tf.cli.finetune",
+                           f"--flagfile={pre / 'flags.txt'}"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 2 and "use simclr-pretrain" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_eval_mode_scores_each_checkpoint_up_to_the_last_step(tmp_path):
