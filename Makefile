@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test demo install clean
+.PHONY: test demo install clean check-python
 
 $(STAMP): setup.py pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,20 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) .venv-check *.egg-info
 
 demo: $(STAMP)
 	$(VENV)/bin/python -m simclr_tf.demo --flagfile=flags/demo.flags --model_dir=demo_runs
+
+# Another Python (e.g. `make check-python PY=python3.13`): a fresh venv of its own, the
+# package installed into it, then the smoke commands of the README's quick start.
+PY ?= python3.12
+check-python:
+	rm -rf .venv-check && $(PY) -m venv .venv-check
+	.venv-check/bin/python -m pip install -q --upgrade pip
+	.venv-check/bin/python -m pip install -q -e .
+	rm -rf /tmp/simclr_check && .venv-check/bin/simclr-pretrain --flagfile=flags/smoke.flags \
+	    --model_dir=/tmp/simclr_check/pre
+	.venv-check/bin/simclr-finetune --flagfile=flags/smoke.flags --train_mode=finetune \
+	    --linear_eval --checkpoint=/tmp/simclr_check/pre --model_dir=/tmp/simclr_check/lin
+	.venv-check/bin/simclr-eval --model_dir=/tmp/simclr_check/lin

@@ -32,10 +32,16 @@ _LAYOUT = ("one sub-folder of images per class (D/<class>/*.jpg), the ImageNet l
            "(D/train/<class>/, D/val/<class>/), or images directly in D (unlabelled)")
 
 
+def _visible(names: List[str]) -> List[str]:
+    """Names not starting with a dot: Jupyter's .ipynb_checkpoints, macOS's .DS_Store and
+    ._* files, and version-control folders are no images or classes."""
+    return sorted(n for n in names if not n.startswith("."))
+
+
 def _list_images(folder: str) -> Tuple[List[str], int]:
     """Image files under ``folder`` at any depth (sorted), and the number of other files."""
     files, skipped = [], 0
-    for name in sorted(tf.io.gfile.listdir(folder)):
+    for name in _visible(tf.io.gfile.listdir(folder)):
         path = os.path.join(folder, name.rstrip("/"))
         # Names with an image extension are taken as files without asking (on GCS every
         # isdir is a request: a folder of 100,000 images would start slowly).
@@ -51,12 +57,13 @@ def _list_images(folder: str) -> Tuple[List[str], int]:
 
 
 def _subfolders(root: str) -> List[str]:
-    return sorted(n.rstrip("/") for n in tf.io.gfile.listdir(root)
-                  if tf.io.gfile.isdir(os.path.join(root, n.rstrip("/"))))
+    return [n.rstrip("/") for n in _visible(tf.io.gfile.listdir(root))
+            if tf.io.gfile.isdir(os.path.join(root, n.rstrip("/")))]
 
 
 def _has_images(root: str) -> bool:
-    return any(n.lower().endswith(IMAGE_EXTENSIONS) for n in tf.io.gfile.listdir(root))
+    return any(n.lower().endswith(IMAGE_EXTENSIONS)
+               for n in _visible(tf.io.gfile.listdir(root)))
 
 
 def _check_data_dir(data_dir: Optional[str]):
@@ -89,6 +96,7 @@ class FolderSource(sources.InMemorySource):
             raise ValueError(f"holdout_fraction={holdout_fraction} must be in (0, 1).")
         self.data_dir = data_dir
         self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_files")
+        self._seen = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, 0)
         subdirs = _subfolders(data_dir)
         if "train" in subdirs and not _has_images(data_dir):
             files = {name: self._scan(os.path.join(data_dir, name), folder_labels)
@@ -189,20 +197,29 @@ class FolderSource(sources.InMemorySource):
 
     @property
     def skipped(self) -> int:
-        """How many files were skipped as broken so far (empty, not an image, or failing in
-        TF's decoder)."""
+        """How many distinct files were skipped as broken so far (empty, not an image, or
+        failing in TF's decoder); a file met again in a later epoch is not counted again."""
         return int(self._skipped.numpy())
 
     def _name_skipped(self, count, names, problem):
-        """Counts ``count`` skipped files; names them while fewer than MAX_NAMED_SKIPS were."""
-        total = self._skipped.assign_add(count)
+        """Counts the ``count`` files just skipped (``names``: the last of them) that were not
+        skipped before, in an earlier epoch; names them while fewer than MAX_NAMED_SKIPS
+        were."""
+        names = tf.reshape(names, [-1])
+        first_time = tf.reshape(tf.equal(self._seen.lookup(names), 0), [-1])
+        new_names = tf.boolean_mask(names, first_time)
+        with tf.control_dependencies([self._seen.insert(names, tf.ones_like(names, tf.int64))]):
+            unnamed = count - tf.size(names, out_type=tf.int64)  # beyond the names carried
+            new = tf.size(new_names, out_type=tf.int64) + unnamed
+            total = self._skipped.assign_add(new)
 
         def name_them():
-            tf.print("simclr_tf: skipping", tf.strings.reduce_join(names, separator=", "), "-",
-                     problem, output_stream=sys.stderr)
+            tf.print("simclr_tf: skipping", tf.strings.reduce_join(new_names, separator=", "),
+                     "-", problem, output_stream=sys.stderr)
             return tf.constant(True)
 
-        return tf.cond(total - count < MAX_NAMED_SKIPS, name_them, lambda: tf.constant(False))
+        return tf.cond(tf.logical_and(new > 0, total - new < MAX_NAMED_SKIPS), name_them,
+                       lambda: tf.constant(False))
 
     def _decode_or_skip(self, position, path, label, history, is_end):
         """``(position, image, label, ok, history)``: a file that fails the byte checks is

@@ -41,6 +41,15 @@ def test_imagenet_layout_answers_to_the_default_eval_split(tmp_path, eval_folder
         source.check_split("holdout")
 
 
+def test_hidden_files_and_folders_are_neither_images_nor_classes(tmp_path):
+    root = _tree(tmp_path, ["cat/0.png", "dog/1.png", "dog/2.png", ".ipynb_checkpoints/3.png",
+                            "cat/._0.png", "dog/.thumbs/4.png"])
+    (tmp_path / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    source = folder.FolderSource(root)
+    assert source.class_names == ["cat", "dog"]
+    assert source.num_examples("train") + source.num_examples("validation") == 3
+
+
 def test_val_wins_over_test_for_the_validation_split(tmp_path):
     root = _tree(tmp_path, ["train/a/0.png", "train/b/0.png", "val/a/0.png", "test/a/0.png",
                             "test/b/1.png"])

@@ -173,26 +173,6 @@ def test_batch_must_divide_across_replicas(tmp_path, two_replicas):
         train.run(tiny(tmp_path, train_batch_size=7), strategy=two_replicas)
 
 
-def test_pretrain_on_two_replicas_with_global_bn(tmp_path, two_replicas):
-    summary = train.run(tiny(tmp_path, global_bn=True, train_steps=2, checkpoint_steps=2),
-                        strategy=two_replicas)
-    assert summary["global_step"] == 2 and np.isfinite(summary["loss"])
-
-
-def test_image_folder_end_to_end(tmp_path):
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    for c in ("a", "b", "c"):
-        os.makedirs(tmp_path / "data" / c)
-        for i in range(7):
-            Image.fromarray(rng.integers(0, 255, (20 + i, 24, 3), np.uint8)).save(
-                tmp_path / "data" / c / f"{i}.png")
-    summary = train.run(tiny(tmp_path / "run", dataset="folder",
-                             data_dir=str(tmp_path / "data"), train_steps=2,
-                             checkpoint_steps=2, eval_batch_size=4, eval_steps=0))
-    assert summary["global_step"] == 2 and 0.0 <= summary["top1"] <= 1.0
-
-
 def test_tfds_mock_end_to_end_with_unknown_split_sizes(tmp_path):
     with tfds.testing.mock_data(num_examples=24):
         summary = train.run(tiny(tmp_path, dataset="cifar10", eval_split="test",

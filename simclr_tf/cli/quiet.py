@@ -2,7 +2,9 @@
 
 TF 2.20 writes some C++ log lines straight to the process's stderr, whatever
 ``TF_CPP_MIN_LOG_LEVEL`` says: ``failed call to cuInit`` on a machine without a GPU driver,
-and ``Compiled cluster using XLA!`` with absl's "before absl::InitializeLog()" banner. The
+``Compiled cluster using XLA!`` with absl's "before absl::InitializeLog()" banner, and
+libjpeg's complaint about each broken JPEG, at every epoch (the folder source names the
+broken files itself, once). The
 programs route file descriptor 2 through a pipe whose reader drops exactly those lines and
 passes everything else on at once (``--verbosity`` given: nothing is filtered).
 """
@@ -14,7 +16,8 @@ import sys
 import threading
 
 NOISE = re.compile(rb"failed call to cuInit|Compiled cluster using XLA|"
-                   rb"All log messages before absl::InitializeLog\(\) is called")
+                   rb"All log messages before absl::InitializeLog\(\) is called|"
+                   rb"^Input file read error$|^Premature end of JPEG file$")
 
 
 def _forward(read_fd: int, real_fd: int):
