@@ -54,13 +54,14 @@ class _CheckpointScorer:
     checkpoint into it and evaluates."""
 
     def __init__(self, cfg: config_lib.Config, prefix: str,
-                 strategy: Optional[tf.distribute.Strategy]):
+                 strategy: Optional[tf.distribute.Strategy],
+                 source: Optional[sources.Source] = None):
         self.cfg = cfg
         self.strategy = strategy or strategies.from_config(cfg)
         data_lib.check_batch_divides(cfg.eval_batch_size, self.strategy.num_replicas_in_sync,
                                      "eval_batch_size")
-        self.source = data_lib.get_source(cfg.dataset, cfg.data_dir, seed=cfg.seed,
-                                          folder_labels=cfg.folder_labels)
+        self.source = source or data_lib.get_source(cfg.dataset, cfg.data_dir, seed=cfg.seed,
+                                                    folder_labels=cfg.folder_labels)
         sources.require_labels(self.source, "evaluation")
         self.source.check_split(cfg.eval_split)
         num_classes = checkpoints.num_classes_in(prefix)
@@ -109,7 +110,7 @@ def evaluate_checkpoints(cfg: config_lib.Config, timeout: Optional[float] = None
     scorer, result = None, {}
     writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "eval"))
     for prefix in tf.train.checkpoints_iterator(cfg.model_dir, min_interval_secs, timeout):
-        scorer = scorer or _CheckpointScorer(cfg, prefix, None)
+        scorer = scorer or _CheckpointScorer(cfg, prefix, None, source)
         result = scorer.score(prefix)
         step = int(prefix.rsplit("-", 1)[-1])
         with writer.as_default(step=step):

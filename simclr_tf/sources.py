@@ -130,7 +130,7 @@ class InMemorySource(Source):
     slices, sums and label subsets are index arithmetic. Subclasses give ``_columns`` and
     ``_to_images``."""
 
-    _subsets: Dict[str, np.ndarray]
+    _subsets: Dict[str, np.ndarray] = {}  # never changed in place: restricted() makes a new one
 
     def _columns(self, name: str) -> Tuple[np.ndarray, np.ndarray]:
         """(items [N], labels int32 [N]) of the split ``name``."""
@@ -150,7 +150,7 @@ class InMemorySource(Source):
             items.append(column[keep])
             labels.append(label[keep])
         items, labels = np.concatenate(items), np.concatenate(labels).astype(np.int32)
-        keep = getattr(self, "_subsets", {}).get(split)
+        keep = self._subsets.get(split)
         return (items, labels) if keep is None else (items[keep], labels[keep])
 
     def labels(self, split: str) -> np.ndarray:
@@ -161,7 +161,7 @@ class InMemorySource(Source):
         """A copy of this source whose ``split`` holds only the examples at ``keep``
         (indices into ``examples(split)``)."""
         other = copy.copy(self)
-        other._subsets = {**getattr(self, "_subsets", {}), split: np.asarray(keep, np.int64)}
+        other._subsets = {**self._subsets, split: np.asarray(keep, np.int64)}
         return other
 
     def known_num_examples(self, split):
@@ -222,7 +222,7 @@ class BuiltinSource(ArraySource):
         return self._cache[name]
 
     def known_num_examples(self, split: str) -> Optional[int]:
-        if split in self.sizes and split not in getattr(self, "_subsets", {}):
+        if split in self.sizes and split not in self._subsets:
             return self.sizes[split]  # without generating the split
         return super().known_num_examples(split)
 
@@ -236,6 +236,7 @@ class TFDSSource(Source):
 
         self._tfds = tfds
         self._subsets: Dict[str, np.ndarray] = {}
+        self._read_columns: Dict[Tuple[str, str], Tuple[np.ndarray, np.ndarray]] = {}
         try:
             self.builder = tfds.builder(name, data_dir=data_dir)
         except tfds.core.registered.DatasetNotFoundError as e:
@@ -277,7 +278,13 @@ class TFDSSource(Source):
                              f"{self.info.name!r}: {e}") from e
 
     def _ids_and(self, split: str, feature: str) -> Tuple[np.ndarray, np.ndarray]:
-        """(tfds ids, ``feature``) of every example of the split, without decoding images."""
+        """(tfds ids, ``feature``) of every example of the split, without decoding images;
+        read once (a label subset asks for the labels, then the ids or the file names)."""
+        if (split, feature) not in self._read_columns:
+            self._read_columns[(split, feature)] = self._read_ids_and(split, feature)
+        return self._read_columns[(split, feature)]
+
+    def _read_ids_and(self, split: str, feature: str) -> Tuple[np.ndarray, np.ndarray]:
         self.check_split(split)
         config = self._tfds.ReadConfig(add_tfds_id=True)
         ds = self._as_dataset(split, config, decoders={"image": self._tfds.decode.SkipDecoding()})

@@ -102,8 +102,8 @@ def get_strategy(name: str = "auto", tpu: Optional[str] = None, zone: Optional[s
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, OSError, tf.errors.OpError, RuntimeError) as e:
             raise ValueError(f"--strategy=tpu: cannot reach TPU {tpu or master!r} from this "
-                             f"machine ({type(e).__name__}: {str(e)[:200]}). Use --strategy=auto or "
-                             "default to run on the CPU/GPUs here.") from e
+                             f"machine ({type(e).__name__}: {str(e)[:200]}). Use "
+                             "--strategy=auto or default to run on the CPU/GPUs here.") from e
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"--strategy={name!r} is not supported; use one of auto, default, "
                      "mirrored, multi_worker, tpu.")
