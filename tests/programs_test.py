@@ -84,7 +84,8 @@ def test_programs_on_a_train_val_folder_and_the_programs_that_read_a_run(tmp_pat
     pre, ft, export = tmp_path / "pre", tmp_path / "ft", tmp_path / "export"
     offline = tmp_path / "network_attempts"
     folder = ["--dataset=folder", f"--data_dir={data}"]
-    out, err = _program("pretrain", *SMALL, *folder, f"--model_dir={pre}", attempts=offline)  # default splits
+    # default splits
+    out, err = _program("pretrain", *SMALL, *folder, f"--model_dir={pre}", attempts=offline)
     assert "step 2/2" in out and "ETA" in out, out
     assert "cuInit" not in err and "Compiled cluster" not in err, err  # no native log noise
     assert json.loads((pre / "summary.json").read_text())["global_step"] == 2

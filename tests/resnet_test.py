@@ -283,7 +283,8 @@ def _conv_reference(x, kernel, stride, dy):
     dxp, dk = np.zeros_like(xp), np.zeros(kernel.shape)
     for a in range(3):
         for b in range(3):
-            window = xp[:, a:a + stride * (rows - 1) + 1:stride, b:b + stride * (cols - 1) + 1:stride]
+            window = xp[:, a:a + stride * (rows - 1) + 1:stride,
+                        b:b + stride * (cols - 1) + 1:stride]
             y += window @ kernel[a, b]
             dk[a, b] = np.einsum("nijc,nijf->cf", window, dy)
             dxp[:, a:a + stride * (rows - 1) + 1:stride,
