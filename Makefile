@@ -21,7 +21,7 @@ clean:
 	rm -rf $(VENV) .venv-check *.egg-info
 
 demo: $(STAMP)
-	$(VENV)/bin/python -m simclr_tf.demo --flagfile=flags/demo.flags --model_dir=demo_runs
+	$(VENV)/bin/python -m simclr_tf.cli.demo --flagfile=flags/demo.flags --model_dir=demo_runs
 
 # Another Python (e.g. `make check-python PY=python3.13`): a fresh venv of its own, the
 # package installed into it, then the smoke commands of the README's quick start.

@@ -14,7 +14,8 @@ from typing import List, NamedTuple, Sequence
 
 import tensorflow as tf
 
-COLOR_JITTER_IMPLS = ("v1", "v2")
+from simclr_tf import choices
+
 CROP_AREA_RANGE = (0.08, 1.0)
 CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
 CROP_MIN_OBJECT_COVERED = 0.1
@@ -95,12 +96,16 @@ _ADJUST = {"brightness_v2": _adjust_brightness_v2, "brightness_v1": _adjust_brig
 
 def jitter_ops(strength: float, impl: str = "v2") -> tuple:
     """The names of the jitter ops of strength s (ops of magnitude 0 are left out)."""
-    if impl not in COLOR_JITTER_IMPLS:
-        raise ValueError(f"color_jitter_impl={impl!r} is not supported; use one of "
-                         f"{COLOR_JITTER_IMPLS}.")
+    choices.check_choice("color_jitter_impl", impl, choices.COLOR_JITTER_IMPLS, flag=False)
     if strength <= 0:
         return ()
     return (f"brightness_{impl}", "contrast", "saturation", "hue")
+
+
+def jitter_order(seed, n: int = 4) -> tf.Tensor:
+    """The order of the ``n`` jitter ops from a stateless ``seed``: a uniformly random
+    permutation of ``range(n)`` (int32); the i-th op applied is ``jitter_ops(...)[order[i]]``."""
+    return tf.argsort(_uniform(seed, 0.0, 1.0, [n]))
 
 
 def _jitter_draws(strength: float, seed, impl: str):
@@ -118,7 +123,7 @@ def _jitter_draws(strength: float, seed, impl: str):
                else _uniform(b_seed, -b, b),
                _uniform(c_seed, 1 - c, 1 + c), _uniform(s_seed, 1 - s, 1 + s),
                _uniform(h_seed, -h, h)]
-    order = tf.argsort(_uniform(order_seed, 0.0, 1.0, [len(names)]))
+    order = jitter_order(order_seed, len(names))
     return tf.stack(factors), order
 
 
@@ -192,10 +197,10 @@ def batch_distort_colors(images: tf.Tensor, draws: ColorDraws, names: tuple) -> 
 
     ``images`` [B, S, S, 3 V] holds V views per example on its channels and ``draws`` their
     draws, stacked [B, V, ...]. XLA fuses each view's ops into vectorised loops instead of
-    TF's per-pixel HSV kernels and pays one launch per batch, not per view: about 2.3x the
-    colour distortion's speed at 224 px and 3x at 32 px on our CPU, with values within ~1e-6
-    of TF's kernels (float rounding). One function per op list and view count is built and
-    shared, so XLA compiles it once per batch shape.
+    TF's per-pixel HSV kernels and pays one launch per batch, not per view (its speed-up is
+    measured by ``simclr-bench --parts=input``, figures in docs/performance.md), with values
+    within float rounding of TF's kernels. One function per op list and view count is built
+    and shared, so XLA compiles it once per batch shape.
     """
     views = images.shape[-1] // 3
     return _batch_distort_fn(names, views)(images, *draws)

@@ -3,8 +3,8 @@
 Everything is measured in one run on one machine, so the figures compare as ratios:
 
 - the pretraining step (blur, forward, NT-Xent, backward, optimizer update: the very
-  ``train.Trainer`` step of ``simclr-pretrain``) in views per second, median of timed runs
-  after warm-up, on a fixed batch already on the device;
+  ``step.make_replica_step`` of ``simclr-pretrain``) in views per second, median of timed
+  runs after warm-up, on a fixed batch already on the device;
 - its GFLOP/s, with step FLOPs = 3 x the forward FLOPs of encoder + heads counted by TF's
   profiler (2 per multiply-add) x the views per step, and the GFLOP/s of a 2048^3 float32
   matmul in a ``tf.function`` without XLA (median of >= 10 calls after warm-up, measured right
@@ -16,7 +16,6 @@ Everything is measured in one run on one machine, so the figures compare as rati
 - evaluation: the eval pipeline (centre crop) feeding inference, in images per second.
 """
 
-import contextlib
 import dataclasses
 import os
 import statistics
@@ -28,11 +27,12 @@ import tensorflow as tf
 
 from simclr_tf import config as config_lib
 from simclr_tf import data as data_lib
-from simclr_tf import resnet
-from simclr_tf import train
+from simclr_tf import model as model_lib
+from simclr_tf import optim
+from simclr_tf import step as step_lib
 
-# Step variants that ``--variants`` measures in one run, as changes to the config (and, for
-# the steps before the fused single-replica batch norm, a patch restoring the old choice).
+# Step variants that ``--variants`` measures in one run: changes to the config, and for the
+# steps before the fused single-replica batch norm, ``sync_bn`` forcing synchronised layers.
 VARIANTS = {
     "default": {},
     "sync_bn_stock_convs": {"matmul_small_convs": False},  # the first step: neither change
@@ -108,14 +108,16 @@ def _distribute_batch(strategy, images, labels):
     return strategy.experimental_distribute_values_from_function(local)
 
 
-def measure_step(cfg: config_lib.Config, strategy, options: Options) -> Dict[str, float]:
-    """Views/s and achieved GFLOP/s of the pretraining step of ``cfg``."""
+def measure_step(cfg: config_lib.Config, strategy, options: Options,
+                 sync_bn: Optional[bool] = None) -> Dict[str, float]:
+    """Views/s and achieved GFLOP/s of the pretraining step of ``cfg`` (``sync_bn``: force
+    the batch norm's kind; None decides as training does)."""
     num_classes = NUM_CLASSES if cfg.lineareval_while_pretraining else None
+    num_replicas = strategy.num_replicas_in_sync
     with strategy.scope():
-        model = train.build_model(cfg, num_classes)
-        optimizer = train.make_optimizer(cfg, cfg.learning_rate)
-    trainer = train.Trainer(cfg, strategy, model, optimizer, None, total_steps=1,
-                            steps_per_epoch=1)
+        model = model_lib.from_config(cfg, num_classes, strategy, sync_bn=sync_bn)
+        optimizer = optim.make_optimizer(cfg, cfg.learning_rate)
+    replica_step = step_lib.make_replica_step(model, optimizer, cfg, num_replicas)
     batch = cfg.train_batch_size
     size = cfg.image_size
     images = tf.random.stateless_uniform([batch, size, size, 6], seed=[5, 6])
@@ -128,7 +130,7 @@ def measure_step(cfg: config_lib.Config, strategy, options: Options) -> Dict[str
     def run_steps(x):  # several steps in one function, as orbit's loop runs them
         loss = tf.constant(0.0)
         for _ in tf.range(steps):
-            per_replica = strategy.run(trainer.replica_step, args=(x,))
+            per_replica, _ = strategy.run(replica_step, args=(x,))
             loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
         return loss
 
@@ -138,19 +140,6 @@ def measure_step(cfg: config_lib.Config, strategy, options: Options) -> Dict[str
     flops = 3 * forward_flops(model, size) * views
     return {"train_views_per_sec": views / seconds, "train_step_seconds": seconds,
             "train_gflops": flops / seconds / 1e9, "step_gflop": flops / 1e9}
-
-
-@contextlib.contextmanager
-def _variant_patch(name: str):
-    if not name.startswith("sync_bn_"):
-        yield
-        return
-    original = resnet.synchronized_bn
-    resnet.synchronized_bn = lambda global_bn: global_bn
-    try:
-        yield
-    finally:
-        resnet.synchronized_bn = original
 
 
 def _source(options: Options) -> data_lib.ArraySource:
@@ -187,7 +176,7 @@ def measure_input(cfg: config_lib.Config, options: Options) -> float:
 def measure_eval(cfg: config_lib.Config, options: Options) -> float:
     """Images/s of evaluation: centre-crop pipeline feeding the model in inference mode."""
     with tf.distribute.get_strategy().scope():
-        model = train.build_model(dataclasses.replace(cfg, train_mode="finetune",
+        model = model_lib.from_config(dataclasses.replace(cfg, train_mode="finetune",
                                                       global_bn=False), NUM_CLASSES)
     ds = data_lib.build_dataset(_source(options), "train", "eval", cfg.eval_batch_size,
                                 cfg.image_size).repeat()
@@ -228,14 +217,17 @@ def run(cfg: config_lib.Config, options: Optional[Options] = None,
         result.update(measure_step(cfg, strategy, options))
         for name in options.variants:
             report(f"measuring step variant {name} ...")
-            with _variant_patch(name):
-                step = measure_step(dataclasses.replace(cfg, **VARIANTS[name]), strategy,
-                                    options)
+            step = measure_step(dataclasses.replace(cfg, **VARIANTS[name]), strategy, options,
+                                sync_bn=True if name.startswith("sync_bn_") else None)
             result[f"variant_{name}_views_per_sec"] = step["train_views_per_sec"]
+            result[f"variant_{name}_gflops"] = step["train_gflops"]
         after = matmul_gflops(options.matmul_calls)
         result["matmul_gflops"] = (before + after) / 2
         result["matmul_gflops_before"], result["matmul_gflops_after"] = before, after
         result["utilisation"] = result["train_gflops"] / result["matmul_gflops"]
+        for name in options.variants:
+            result[f"variant_{name}_utilisation"] = (result[f"variant_{name}_gflops"]
+                                                     / result["matmul_gflops"])
     if "input" in options.parts:
         report(f"measuring the input pipeline at {cfg.image_size} px from "
                f"{options.source_height}x{options.source_width} sources ...")
@@ -366,11 +358,13 @@ def format_table(cfg: config_lib.Config, result: Dict[str, float]) -> str:
     for key, label, unit in ROWS:
         if key in result:
             lines.append(f"{label:<46} {result[key]:>10.2f} {unit}")
-    variants = [k for k in result if k.startswith("variant_")]
+    variants = [k[len("variant_"):-len("_views_per_sec")] for k in result
+                if k.startswith("variant_") and k.endswith("_views_per_sec")]
     if variants:
-        lines.append("step variants (views/s, ratio to the default step):")
-    for key in variants:
-        name = key[len("variant_"):-len("_views_per_sec")]
-        lines.append(f"  {name:<44} {result[key]:>10.2f} "
-                     f"{result[key] / result['train_views_per_sec']:.2f}x")
+        lines.append("step variants (views/s, ratio to the default step, utilisation):")
+    for name in variants:
+        speed = result[f"variant_{name}_views_per_sec"]
+        lines.append(f"  {name:<44} {speed:>10.2f} "
+                     f"{speed / result['train_views_per_sec']:.2f}x "
+                     f"{result.get(f'variant_{name}_utilisation', float('nan')):.3f}")
     return "\n".join(lines)

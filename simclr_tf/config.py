@@ -4,23 +4,53 @@ Field names are the original's flag names wherever a flag means the same thing (
 Deliberate differences: ``use_tpu`` defaults to False and ``strategy='auto'`` picks what the
 machine has; ``dataset`` defaults to the built-in ``shapes`` set; ``global_bn`` defaults to
 True as in the original.
+
+Each field carries its help text (and its accepted values, ``choices``) in its metadata; the
+command-line programs build their flags from them (``simclr_tf.cli.flags``). This module
+imports no TensorFlow: a run is validated before TensorFlow loads.
 """
 
 import dataclasses
-import os
 from typing import Optional
 
-from simclr_tf import heads
-from simclr_tf import optim
-from simclr_tf import resnet
-from simclr_tf import subsets
+from simclr_tf import choices
 
-TRAIN_MODES = ("pretrain", "finetune")
-MODES = ("train", "eval", "train_then_eval")
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-COLOR_JITTER_IMPLS = ("v1", "v2")
-ON_NONFINITE = ("stop", "rollback")
+
+def _field(default, help_text: str, **metadata):
+    """A Config field: its default, its ``--help`` text and e.g. ``choices``."""
+    return dataclasses.field(default=default, metadata={"help": help_text, **metadata})
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSubset:
+    """How to choose the labelled examples of the training split (all of them by default).
+
+    ``subsets.apply`` reads them from a source."""
+
+    fraction: float = 0.0
+    per_class: int = 0
+    name_file: Optional[str] = None
+    seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.fraction or self.per_class or self.name_file)
+
+    def validate(self) -> "LabelSubset":
+        """Raises ValueError naming a value outside what is accepted."""
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"--train_label_fraction={self.fraction} must be in (0, 1] "
+                             "(e.g. 0.01 for 1% of the labels; 0 uses them all).")
+        if self.per_class < 0:
+            raise ValueError(f"--train_examples_per_class={self.per_class} must be >= 1 "
+                             "(0 uses every example).")
+        given = [n for n, v in (("--train_label_fraction", self.fraction),
+                                ("--train_examples_per_class", self.per_class),
+                                ("--train_label_file", self.name_file)) if v]
+        if len(given) > 1:
+            raise ValueError(f"give one of {', '.join(given)}: each chooses the labelled "
+                             "examples.")
+        return self
 
 
 @dataclasses.dataclass
@@ -28,192 +58,220 @@ class Config:
     """Everything a pretraining, fine-tuning or evaluation run needs."""
 
     # What to run and where.
-    train_mode: str = "pretrain"
-    mode: str = "train"
-    model_dir: Optional[str] = None
-    seed: int = 0
+    train_mode: str = _field("pretrain", "pretrain (contrastive) or finetune (supervised).",
+                             choices=choices.TRAIN_MODES)
+    mode: str = _field(
+        "train", "train; eval (evaluate every new checkpoint of --model_dir as it appears, "
+        "until the last step); or train_then_eval (the original's modes).",
+        choices=choices.MODES)
+    model_dir: Optional[str] = _field(
+        None, "Folder for checkpoints, TensorBoard summaries, flags.txt and summary.json.")
+    seed: int = _field(0, "Seed of the built-in dataset, the folder source's held-out split, "
+                       "and the training input's shuffle and augmentations (reruns see the "
+                       "same batches).")
     # Data.
-    dataset: str = "shapes"
-    data_dir: Optional[str] = None
-    train_split: str = "train"
-    eval_split: str = "validation"
-    cache_dataset: bool = False
-    folder_labels: bool = True
-    train_label_fraction: float = 0.0
-    train_examples_per_class: int = 0
-    train_label_file: Optional[str] = None
-    image_size: int = 224
+    dataset: str = _field("shapes", "'shapes' (built in, no download), 'folder' (an image "
+                          "folder given by --data_dir) or a TFDS name (cifar10, "
+                          "imagenet2012_subset/1pct, ...).")
+    data_dir: Optional[str] = _field(None, "TFDS data_dir, or the image folder for "
+                                     "--dataset=folder.")
+    train_split: str = _field("train", "Split to train on.")
+    eval_split: str = _field("validation", "Split to evaluate on (CIFAR-10: test).")
+    cache_dataset: bool = _field(False, "Cache the decoded images in memory (not for "
+                                 "ImageNet).")
+    folder_labels: bool = _field(
+        True, "With --dataset=folder: the sub-folder names are the classes. --nofolder_labels "
+        "reads every image under --data_dir, at any depth, as unlabelled (pretraining only). "
+        "A folder with images directly in it is unlabelled either way.")
+    train_label_fraction: float = _field(
+        0.0, "Fine-tune on a seeded, class-balanced fraction of the training labels (0.01 = "
+        "1% of each class); 0 uses them all.")
+    train_examples_per_class: int = _field(
+        0, "Fine-tune on a seeded N examples of each class; 0 uses all.")
+    train_label_file: Optional[str] = _field(
+        None, "Fine-tune on the training images listed in this text file, one file name (or "
+        "path relative to the data folder) per line, as the original's "
+        "imagenet_subsets/1percent.txt.")
+    image_size: int = _field(224, "Input size S; <= 32 uses the CIFAR stem and no eval centre "
+                             "crop.")
     # Durations (steps win over epochs when > 0).
-    train_batch_size: int = 512
-    eval_batch_size: int = 256
-    train_epochs: float = 100
-    train_steps: int = 0
-    eval_steps: int = 0
-    warmup_epochs: float = 10
-    checkpoint_epochs: float = 1
-    checkpoint_steps: int = 0
-    steps_per_loop: int = 0
-    on_nonfinite: str = "stop"
-    deterministic: bool = False
-    keep_checkpoint_max: int = 5
-    keep_hub_module_max: int = 1
+    train_batch_size: int = _field(512, "Global training batch (images; each gives 2 views in "
+                                   "pretraining).")
+    eval_batch_size: int = _field(256, "Global evaluation batch.")
+    train_epochs: float = _field(100, "Training length in epochs, used when --train_steps=0.")
+    train_steps: int = _field(0, "Training length in steps; > 0 overrides --train_epochs. Runs "
+                              "stop exactly here.")
+    eval_steps: int = _field(0, "Evaluation steps; 0 evaluates the whole split.")
+    warmup_epochs: float = _field(10, "Linear warm-up length in epochs.")
+    checkpoint_epochs: float = _field(1, "Epochs between checkpoints and evaluations (if "
+                                      "--checkpoint_steps=0).")
+    checkpoint_steps: int = _field(0, "Steps between checkpoints and evaluations; > 0 "
+                                   "overrides epochs.")
+    steps_per_loop: int = _field(0, "Steps run inside one tf.function between progress lines "
+                                 "and summaries; 0 = the checkpoint interval.")
+    on_nonfinite: str = _field(
+        "stop", "On a NaN or infinite loss: stop (naming the step, the loss and the last good "
+        "checkpoint) or rollback (restore it, skip the batches since, go on; give up after 3 "
+        "rollbacks in a row).", choices=choices.ON_NONFINITE)
+    deterministic: bool = _field(
+        False, "Op determinism, seeded initial weights and the input position saved in every "
+        "checkpoint: a resumed run ends with the weights of an uninterrupted one "
+        "(bit-identical on a CPU).")
+    keep_checkpoint_max: int = _field(5, "Number of complete checkpoints kept.")
+    keep_hub_module_max: int = _field(1, "Number of exported SavedModels kept.")
     # Optimisation.
-    optimizer: str = "lars"
-    learning_rate: float = 0.3
-    learning_rate_scaling: str = "linear"
-    momentum: float = 0.9
-    weight_decay: float = 1e-6
-    batch_norm_decay: float = 0.9
-    temperature: float = 0.1
-    hidden_norm: bool = True
+    optimizer: str = _field("lars", "lars, momentum (Nesterov SGD) or adam.",
+                            choices=choices.OPTIMIZERS)
+    learning_rate: float = _field(0.3, "Base learning rate, scaled by "
+                                  "--learning_rate_scaling.")
+    learning_rate_scaling: str = _field("linear", "linear: lr * B / 256; sqrt: lr * sqrt(B).",
+                                        choices=choices.LR_SCALINGS)
+    momentum: float = _field(0.9, "Momentum of LARS and of Nesterov SGD.")
+    weight_decay: float = _field(1e-6, "L2 weight decay (inside LARS; added to the loss "
+                                 "otherwise).")
+    batch_norm_decay: float = _field(0.9, "Batch norm moving-average decay.")
+    temperature: float = _field(0.1, "NT-Xent temperature.")
+    hidden_norm: bool = _field(True, "L2-normalise projections in NT-Xent.")
     # Model.
-    resnet_depth: int = 50
-    width_multiplier: float = 1.0
-    sk_ratio: float = 0.0
-    se_ratio: float = 0.0
-    global_bn: bool = True
-    proj_head_mode: str = "nonlinear"
-    proj_out_dim: int = 128
-    num_proj_layers: int = 3
-    ft_proj_selector: int = 0
+    resnet_depth: int = _field(50, "ResNet depth: 18, 34, 50, 101, 152 or 200.",
+                               choices=choices.RESNET_DEPTHS)
+    width_multiplier: float = _field(1.0, "ResNet width multiplier (0.25 and 0.5 allowed for "
+                                     "small models).")
+    sk_ratio: float = _field(0.0, "Selective-kernel ratio (SimCLRv2: 0.0625); 0 disables.")
+    se_ratio: float = _field(0.0, "Squeeze-and-excitation ratio (0 disables): a "
+                             "squeeze-and-excitation layer ends every residual branch, as in "
+                             "the original.")
+    global_bn: bool = _field(True, "Batch norm statistics over all replicas.")
+    proj_head_mode: str = _field("nonlinear", "Projection head: none, linear or nonlinear.",
+                                 choices=choices.PROJ_HEAD_MODES)
+    proj_out_dim: int = _field(128, "Output dimension of the projection head.")
+    num_proj_layers: int = _field(3, "Layers of the nonlinear projection head (v2: 3, v1: 2).")
+    ft_proj_selector: int = _field(0, "Projection-head layer that feeds the linear head (0 = "
+                                   "encoder output, 1 = after the first layer, -1 = last).")
     # Augmentation (pretraining).
-    color_jitter_strength: float = 1.0
-    color_jitter_impl: str = "v2"
-    use_blur: bool = True
-    jit_augment: bool = True
+    color_jitter_strength: float = _field(1.0, "Colour distortion strength s (0.5 for "
+                                          "CIFAR-10).")
+    color_jitter_impl: str = _field("v2", "v2 (multiplicative brightness) or v1 (additive).",
+                                    choices=choices.COLOR_JITTER_IMPLS)
+    use_blur: bool = _field(True, "Gaussian blur (on device, per image) in pretraining.")
+    jit_augment: bool = _field(
+        True, "Compile the colour-distortion ops of the input pipeline with XLA (faster; "
+        "values within 1e-6 of TF's kernels); --nojit_augment uses TF's kernels.")
     # Pretraining probe and fine-tuning.
-    lineareval_while_pretraining: bool = True
-    checkpoint: Optional[str] = None
-    hub_module: Optional[str] = None
-    zero_init_logits_layer: bool = False
-    fine_tune_after_block: int = -1
-    linear_eval: bool = False
+    lineareval_while_pretraining: bool = _field(
+        True, "Train a linear probe on stop-gradient features while pretraining (reports "
+        "top-1 during pretraining).")
+    checkpoint: Optional[str] = _field(
+        None, "Checkpoint (a run's model_dir or a prefix) to fine-tune from; only its encoder "
+        "and projection head are loaded.")
+    hub_module: Optional[str] = _field(
+        None, "An exported SavedModel (model_dir/saved_model/<step> or simclr-export's) to "
+        "fine-tune or linear-evaluate instead of a checkpoint.")
+    zero_init_logits_layer: bool = _field(False, "Start the linear head from zeros.")
+    fine_tune_after_block: int = _field(
+        -1, "-1 trains everything; 0..3 freezes the stem and block groups up to that index; 4 "
+        "freezes the encoder (linear evaluation).")
+    linear_eval: bool = _field(False, "Linear evaluation: the same as "
+                               "--fine_tune_after_block=4.")
     # Distribution.
-    strategy: str = "auto"
-    precision: str = "float32"
-    jit_compile: bool = False
-    matmul_small_convs: bool = True
-    tpu_name: Optional[str] = None
-    tpu_zone: Optional[str] = None
-    gcp_project: Optional[str] = None
-    master: Optional[str] = None
-    use_tpu: bool = False
-    eval_name: Optional[str] = None
+    strategy: str = _field("auto", "auto, default, mirrored, multi_worker or tpu.",
+                           choices=choices.STRATEGIES)
+    precision: str = _field(
+        "float32", "float32, mixed_float16 (with loss scaling) or mixed_bfloat16 (TPUs); the "
+        "loss, NT-Xent's softmax and batch-norm statistics stay float32.",
+        choices=choices.PRECISIONS)
+    jit_compile: bool = _field(False, "Compile the replica step with XLA (TPUs always do).")
+    matmul_small_convs: bool = _field(
+        True, "On a CPU, run float32 3x3 convolutions with at most 4x4 outputs (7x7 when "
+        "strided) as one matmul over their patches (faster on those layers; the same "
+        "function up to float rounding). Exports always use TF's convolutions.")
+    tpu_name: Optional[str] = _field(None, "TPU name or address for --strategy=tpu ('local' "
+                                     "on a TPU VM).")
+    tpu_zone: Optional[str] = _field(None, "GCE zone of the TPU (passed to the TPU cluster "
+                                     "resolver).")
+    gcp_project: Optional[str] = _field(None, "GCP project of the TPU (passed to the TPU "
+                                        "cluster resolver).")
+    master: Optional[str] = _field(None, "TPU master address (grpc://...), used when "
+                                   "--tpu_name is not given.")
+    use_tpu: bool = _field(False, "The original's spelling of --strategy=tpu.")
+    eval_name: Optional[str] = _field(None, "Accepted for the original's commands; unused (as "
+                                      "in the original).")
 
-    def __post_init__(self):
-        if self.linear_eval:
-            # The paper's linear evaluation: a linear classifier on the frozen encoder.
-            self.fine_tune_after_block = 4
-        if self.use_tpu and self.strategy == "auto":
-            self.strategy = "tpu"
+    @property
+    def effective_fine_tune_after_block(self) -> int:
+        """``fine_tune_after_block``, or 4 with ``linear_eval`` (the paper's linear evaluation:
+        a linear classifier on the frozen encoder)."""
+        return 4 if self.linear_eval else self.fine_tune_after_block
+
+    @property
+    def strategy_name(self) -> str:
+        """``strategy``, or ``tpu`` when it is ``auto`` and ``use_tpu`` (the original's
+        spelling) is set."""
+        return "tpu" if self.use_tpu and self.strategy == "auto" else self.strategy
+
+    def label_subset(self) -> LabelSubset:
+        """The labelled examples of fine-tuning."""
+        return LabelSubset(self.train_label_fraction, self.train_examples_per_class,
+                           self.train_label_file, self.seed)
 
     def validate(self) -> "Config":
         """Raises ValueError naming the first bad value and what would be accepted."""
-        _choice("train_mode", self.train_mode, TRAIN_MODES)
-        _choice("mode", self.mode, MODES)
-        _choice("optimizer", self.optimizer, optim.OPTIMIZERS)
-        _choice("learning_rate_scaling", self.learning_rate_scaling, optim.LR_SCALINGS)
-        _choice("proj_head_mode", self.proj_head_mode, heads.PROJ_HEAD_MODES)
-        _choice("strategy", self.strategy, STRATEGIES)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("color_jitter_impl", self.color_jitter_impl, COLOR_JITTER_IMPLS)
-        _choice("on_nonfinite", self.on_nonfinite, ON_NONFINITE)
-        _choice("resnet_depth", self.resnet_depth, tuple(resnet.DEPTHS))
-        for name in ("train_batch_size", "eval_batch_size", "image_size", "proj_out_dim"):
-            _at_least(name, getattr(self, name), 1)
-        for name in ("train_steps", "eval_steps", "checkpoint_steps", "steps_per_loop",
-                     "weight_decay", "warmup_epochs", "momentum", "keep_hub_module_max"):
-            _at_least(name, getattr(self, name), 0)
-        _at_least("keep_checkpoint_max", self.keep_checkpoint_max, 1)
-        _at_least("num_proj_layers", self.num_proj_layers, 1)
-        _positive("temperature", self.temperature)
-        _positive("learning_rate", self.learning_rate)
-        _positive("width_multiplier", self.width_multiplier)
-        if self.train_steps == 0:
-            _positive("train_epochs", self.train_epochs)
-        if self.checkpoint_steps == 0:
-            _positive("checkpoint_epochs", self.checkpoint_epochs)
-        if not 0.0 <= self.color_jitter_strength <= 1.25:
-            raise ValueError(f"--color_jitter_strength={self.color_jitter_strength} must be in "
-                             "[0, 1.25] (contrast and saturation need 1 - 0.8 s >= 0).")
-        if not 0.0 <= self.sk_ratio < 1.0:
-            raise ValueError(f"--sk_ratio={self.sk_ratio} must be in [0, 1) (0.0625 in "
-                             "SimCLRv2; 0 disables selective kernels).")
-        if not 0.0 <= self.se_ratio < 1.0:
-            raise ValueError(f"--se_ratio={self.se_ratio} must be in [0, 1) (0 disables "
-                             "squeeze-and-excitation).")
+        for field in dataclasses.fields(self):
+            if "choices" in field.metadata:
+                choices.check_choice(field.name, getattr(self, field.name),
+                                     field.metadata["choices"])
+        self._validate_ranges()
         self.label_subset().validate()
         if self.label_subset().active and self.train_mode != "finetune":
             raise ValueError("--train_label_fraction, --train_examples_per_class and "
                              "--train_label_file choose the labelled examples of fine-tuning "
                              "(simclr-finetune); pretraining reads every image without labels.")
-        if not 0.0 <= self.batch_norm_decay < 1.0:
-            raise ValueError(f"--batch_norm_decay={self.batch_norm_decay} must be in [0, 1).")
-        if self.fine_tune_after_block not in range(-1, 5):
-            raise ValueError(f"--fine_tune_after_block={self.fine_tune_after_block} must be "
-                             "-1 (train everything) or 0..4 (4 = linear evaluation).")
-        if self.train_mode == "pretrain" and self.fine_tune_after_block != -1:
-            raise ValueError(f"--fine_tune_after_block={self.fine_tune_after_block} (or "
-                             "--linear_eval) applies to fine-tuning only; pretraining trains "
-                             "the whole network.")
-        if self.hub_module:
-            if self.train_mode != "finetune":
-                raise ValueError(f"--hub_module={self.hub_module!r} is for fine-tuning and "
-                                 "linear evaluation (simclr-finetune).")
-            if self.checkpoint:
-                raise ValueError("give --hub_module or --checkpoint, not both: both say where "
-                                 "the encoder comes from.")
-            if self.fine_tune_after_block not in (-1, 4):
-                raise ValueError(f"--fine_tune_after_block={self.fine_tune_after_block} cannot "
-                                 "freeze part of an exported model; with --hub_module use -1 "
-                                 "(fine-tune all of it) or 4 / --linear_eval (freeze it).")
-            if self.ft_proj_selector != 0:
-                raise ValueError(f"--ft_proj_selector={self.ft_proj_selector}: an exported "
-                                 "model exposes the encoder output (final_avg_pool) for "
-                                 "fine-tuning; use --ft_proj_selector=0 with --hub_module.")
-        if self.strategy == "tpu" and not (self.tpu_name or self.master):
-            raise ValueError("--strategy=tpu (or --use_tpu) needs --tpu_name=NAME (the TPU name, "
-                             "'local' on a TPU VM) or --master=grpc://ADDRESS.")
+        self._validate_fine_tuning()
+        choices.check_tpu_address(self.strategy_name, self.tpu_name, self.master)
         if not self.model_dir:
             raise ValueError("--model_dir is required: the folder for checkpoints, "
                              "summaries and summary.json.")
         return self
 
-    def label_subset(self) -> subsets.LabelSubset:
-        """The labelled examples of fine-tuning (``subsets.LabelSubset``)."""
-        return subsets.LabelSubset(self.train_label_fraction, self.train_examples_per_class,
-                                   self.train_label_file, self.seed)
+    def _validate_ranges(self):
+        for name in ("train_batch_size", "eval_batch_size", "image_size", "proj_out_dim"):
+            choices.check_at_least(name, getattr(self, name), 1)
+        for name in ("train_steps", "eval_steps", "checkpoint_steps", "steps_per_loop",
+                     "weight_decay", "warmup_epochs", "momentum", "keep_hub_module_max"):
+            choices.check_at_least(name, getattr(self, name), 0)
+        choices.check_at_least("keep_checkpoint_max", self.keep_checkpoint_max, 1)
+        choices.check_at_least("num_proj_layers", self.num_proj_layers, 1)
+        for name in ("temperature", "learning_rate", "width_multiplier"):
+            choices.check_positive(name, getattr(self, name))
+        if self.train_steps == 0:
+            choices.check_positive("train_epochs", self.train_epochs)
+        if self.checkpoint_steps == 0:
+            choices.check_positive("checkpoint_epochs", self.checkpoint_epochs)
+        if not 0.0 <= self.color_jitter_strength <= 1.25:
+            raise ValueError(f"--color_jitter_strength={self.color_jitter_strength} must be in "
+                             "[0, 1.25] (contrast and saturation need 1 - 0.8 s >= 0).")
+        choices.check_sk_ratio(self.sk_ratio)
+        choices.check_se_ratio(self.se_ratio)
 
-
-def _choice(name, value, accepted):
-    if value not in accepted:
-        raise ValueError(f"--{name}={value!r} is not supported; use one of "
-                         f"{', '.join(map(str, accepted))}.")
-
-
-def _at_least(name, value, minimum):
-    if value < minimum:
-        raise ValueError(f"--{name}={value} must be >= {minimum}.")
-
-
-def _positive(name, value):
-    if not value > 0:
-        raise ValueError(f"--{name}={value} must be > 0.")
-
-
-def from_flagfile(path: str, train_mode: str = "pretrain", **overrides) -> Config:
-    """The Config a program would run with ``--flagfile=path``, with ``overrides`` applied.
-
-    For notebooks and scripts: ``from_flagfile("flags/smoke.flags", model_dir="/tmp/run")``.
-    Nested ``--flagfile`` lines are read relative to the current directory, as absl does.
-    """
-    from absl import flags  # noqa: PLC0415 (keeps config importable without the CLI)
-
-    from simclr_tf.cli import flags as cli_flags  # noqa: PLC0415
-
-    if not os.path.exists(path):
-        raise ValueError(f"flagfile {path!r} does not exist.")
-    flag_values = flags.FlagValues()
-    cli_flags.define_flags(flag_values=flag_values, train_mode=train_mode)
-    flag_values(["simclr", f"--flagfile={path}"])
-    return dataclasses.replace(cli_flags.config_from_flags(flag_values), **overrides)
+    def _validate_fine_tuning(self):
+        if not 0.0 <= self.batch_norm_decay < 1.0:
+            raise ValueError(f"--batch_norm_decay={self.batch_norm_decay} must be in [0, 1).")
+        frozen = self.effective_fine_tune_after_block
+        choices.check_fine_tune_after_block(frozen)
+        choices.check_pretraining_trains_everything(frozen, self.train_mode)
+        if not self.hub_module:
+            return
+        if self.train_mode != "finetune":
+            raise ValueError(f"--hub_module={self.hub_module!r} is for fine-tuning and "
+                             "linear evaluation (simclr-finetune).")
+        if self.checkpoint:
+            raise ValueError("give --hub_module or --checkpoint, not both: both say where "
+                             "the encoder comes from.")
+        if frozen not in (-1, 4):
+            raise ValueError(f"--fine_tune_after_block={frozen} cannot freeze part of an "
+                             "exported model; with --hub_module use -1 (fine-tune all of it) "
+                             "or 4 / --linear_eval (freeze it).")
+        if self.ft_proj_selector != 0:
+            raise ValueError(f"--ft_proj_selector={self.ft_proj_selector}: an exported "
+                             "model exposes the encoder output (final_avg_pool) for "
+                             "fine-tuning; use --ft_proj_selector=0 with --hub_module.")

@@ -4,8 +4,8 @@
 ``matmul``, float32 3x3 convolutions with few output positions run on a CPU as
 ``conv3x3_as_matmul`` (one gather of the patches and one matmul, with matmul gradients): the
 same function up to float rounding, faster than TF's oneDNN kernels for those shapes (the
-measured figures are in the README's performance notes). Never on a GPU or TPU, in bfloat16,
-or inside ``stock_convolutions()`` (exports trace there).
+measured figures are in docs/performance.md). The model builder turns ``matmul`` on only for
+float32 on a CPU (``matmul_convs_fit``); exports trace inside ``stock_convolutions(model)``.
 """
 
 import contextlib
@@ -14,33 +14,34 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-# With ``matmul_small_convs``, on a CPU, a 3x3 convolution whose output has at most this many
-# positions (height x width; by stride) runs as one matmul over its patches. TF's oneDNN
-# kernels run these shapes at about 0.7 of a matmul's speed. Forward + both gradients, batch
-# 128, 2 cores: 4 x 4 outputs at 512 channels 1.27x, stride 2 to 4 x 4 1.31x, stride 2 to
-# 7 x 7 1.18x; but 7 x 7 at stride 1 0.98x and 8 x 8 0.63x, so those stay on TF's kernels.
+# With ``matmul``, a 3x3 convolution whose output has at most this many positions
+# (height x width; by stride) runs as one matmul over its patches: the shapes where TF's
+# oneDNN kernels are slower than a matmul (measured in docs/performance.md).
 MATMUL_CONV_MAX_POSITIONS = {1: 16, 2: 49}
-_STOCK_CONVS = [0]  # > 0 inside stock_convolutions()
+
+
+def matmul_convs_fit(precision: str, strategy: tf.distribute.Strategy) -> bool:
+    """Whether the matmul convolutions suit this machine: float32 on CPUs only (no GPU or
+    TPU visible, not a TPU strategy). The model builder asks once, from the config."""
+    if precision != "float32":
+        return False
+    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+        return False
+    return "TPU" not in type(strategy).__name__
 
 
 @contextlib.contextmanager
-def stock_convolutions():
-    """Every convolution traced inside is TF's convolution op (``export`` traces in here, so
-    that a SavedModel made on a CPU runs as well on a GPU or a TPU)."""
-    _STOCK_CONVS[0] += 1
+def stock_convolutions(model: tf.Module):
+    """Every ``Conv`` of ``model`` traced inside runs TF's convolution op (``export`` traces
+    in here, so that a SavedModel made on a CPU runs as well on a GPU or a TPU)."""
+    layers = [m for m in model.submodules if isinstance(m, Conv) and m.matmul]
+    for layer in layers:
+        layer.matmul = False
     try:
         yield
     finally:
-        _STOCK_CONVS[0] -= 1
-
-
-def _on_cpu(x: tf.Tensor) -> bool:
-    device = (x.device or "").upper()
-    if device:
-        return "CPU" in device
-    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
-        return False
-    return "TPU" not in type(tf.distribute.get_strategy()).__name__
+        for layer in layers:
+            layer.matmul = True
 
 
 def _valid_size(size: int, stride: int) -> int:
@@ -132,10 +133,10 @@ class Conv(keras.layers.Layer):
 
     def _as_matmul(self, x: tf.Tensor) -> bool:
         height, width = x.shape[1], x.shape[2]
-        if (not self.matmul or _STOCK_CONVS[0] or self.kernel_size != 3
-                or x.dtype != tf.float32 or height is None or width is None):
+        if (not self.matmul or self.kernel_size != 3 or x.dtype != tf.float32
+                or height is None or width is None):
             return False
         pad = 2 if self.strides == 1 else 0  # stride 1 pads SAME inside conv3x3_as_matmul
         positions = (_valid_size(height + pad, self.strides)
                      * _valid_size(width + pad, self.strides))
-        return positions <= MATMUL_CONV_MAX_POSITIONS.get(self.strides, 0) and _on_cpu(x)
+        return positions <= MATMUL_CONV_MAX_POSITIONS.get(self.strides, 0)

@@ -103,8 +103,7 @@ def evaluate_checkpoints(cfg: config_lib.Config, timeout: Optional[float] = None
     cfg.validate()
     source = data_lib.get_source(cfg.dataset, cfg.data_dir, seed=cfg.seed,
                                  folder_labels=cfg.folder_labels)
-    total = optim.total_train_steps(source.num_examples(cfg.train_split), cfg.train_batch_size,
-                                    cfg.train_epochs, cfg.train_steps)
+    total = optim.plan_steps(cfg, source.num_examples(cfg.train_split)).total
     print(f"eval: waiting for the checkpoints of {cfg.model_dir} (up to step {total})",
           flush=True)
     scorer, result = None, {}

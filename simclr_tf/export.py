@@ -12,6 +12,7 @@ fine-tunes it: the root carries ``variables``, ``trainable_variables`` and
 serving tools. No augmentation runs inside the export.
 """
 
+import dataclasses
 import os
 import re
 import time
@@ -19,8 +20,10 @@ from typing import List
 
 import tensorflow as tf
 
-from simclr_tf import endpoints as ep
+from simclr_tf import checkpoints
 from simclr_tf import convs
+from simclr_tf import endpoints as ep
+from simclr_tf import model as model_lib
 
 EXPORTS_SUBDIR = "saved_model"
 EXPORT_DELAY_ENV = "SIMCLR_TF_TEST_EXPORT_DELAY"  # test-only: see export_model
@@ -73,7 +76,7 @@ def export_model(model, export_dir: str) -> str:
     tmp = os.path.join(parent, f".tmp-{os.path.basename(export_dir)}-{os.getpid()}")
     if tf.io.gfile.exists(tmp):
         tf.io.gfile.rmtree(tmp)
-    with convs.stock_convolutions():  # no CPU-only formulation in a graph meant for anywhere
+    with convs.stock_convolutions(model):  # no CPU-only formulation in a graph for anywhere
         root = _Exportable(model)
         tf.saved_model.save(root, tmp, signatures={"serving_default": root.serve})
     delay = os.environ.get(EXPORT_DELAY_ENV)
@@ -127,3 +130,19 @@ def endpoint_names(with_supervised_head: bool) -> List[str]:
     """The keys of the dict an export returns."""
     names = list(ep.ENCODER_ENDPOINTS) + [ep.PROJ_HEAD_INPUT, ep.PROJ_HEAD_OUTPUT]
     return names + [ep.LOGITS_SUP] if with_supervised_head else names
+
+
+def export_checkpoint(cfg, checkpoint_path: str, export_dir: str) -> str:
+    """Exports the model of a checkpoint (a prefix or a model_dir) of a run of ``cfg`` (a
+    ``config.Config``) as a hub-style SavedModel at ``export_dir``.
+
+    The export is always fully trainable (no frozen blocks, per-replica batch norm), whatever
+    the run froze; the supervised head is included when the checkpoint has one.
+    """
+    prefix = checkpoints.resolve(checkpoint_path)
+    export_cfg = dataclasses.replace(cfg, train_mode="finetune", linear_eval=False,
+                                     fine_tune_after_block=-1, global_bn=False,
+                                     precision="float32")
+    model = model_lib.from_config(export_cfg, checkpoints.num_classes_in(prefix))
+    checkpoints.restore_for_eval(model, prefix)
+    return export_model(model, export_dir)

@@ -10,9 +10,7 @@ from typing import List, Optional, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
-from simclr_tf import resnet
-
-PROJ_HEAD_MODES = ("none", "linear", "nonlinear")
+from simclr_tf import choices
 
 
 def _dense_initializer() -> keras.initializers.Initializer:
@@ -32,7 +30,7 @@ class _DenseBN(keras.layers.Layer):
         # contrastive loss's normalisation would be redundant).
         self.bn = keras.layers.BatchNormalization(
             momentum=bn_decay, epsilon=bn_epsilon, center=center, scale=True,
-            synchronized=resnet.synchronized_bn(global_bn), name="batch_normalization")
+            synchronized=global_bn, name="batch_normalization")
 
     def call(self, inputs, training=None):
         return self.bn(self.dense(inputs), training=training)
@@ -56,9 +54,7 @@ class ProjectionHead(keras.layers.Layer):
                  bn_decay: float = 0.9, bn_epsilon: float = 1e-5,
                  name: str = "projection_head", **kwargs):
         super().__init__(name=name, **kwargs)
-        if mode not in PROJ_HEAD_MODES:
-            raise ValueError(
-                f"proj_head_mode={mode!r} is not supported; use one of {PROJ_HEAD_MODES}.")
+        choices.check_choice("proj_head_mode", mode, choices.PROJ_HEAD_MODES, flag=False)
         if mode == "nonlinear" and num_proj_layers < 1:
             raise ValueError(
                 f"num_proj_layers={num_proj_layers} must be >= 1 for the nonlinear head.")

@@ -11,11 +11,10 @@ from typing import Dict, Optional
 import tensorflow as tf
 import tf_keras as keras
 
+from simclr_tf import choices, convs
 from simclr_tf import endpoints as ep
 from simclr_tf import heads as heads_lib
 from simclr_tf import resnet
-
-MODES = ("pretrain", "finetune")
 
 
 def split_views(images: tf.Tensor) -> tf.Tensor:
@@ -51,8 +50,7 @@ class SimCLRModel(keras.Model):
                  supervised_head: Optional[heads_lib.SupervisedHead] = None,
                  mode: str = "pretrain", name: str = "simclr", **kwargs):
         super().__init__(name=name, **kwargs)
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r} is not supported; use one of {MODES}.")
+        choices.check_choice("mode", mode, choices.TRAIN_MODES, flag=False)
         self.encoder = encoder
         self.projection_head = projection_head
         self.supervised_head = supervised_head
@@ -105,7 +103,7 @@ def build_model(resnet_depth: int = 50, width_multiplier: float = 1, sk_ratio: f
                 proj_out_dim: int = 128, ft_proj_selector: int = 0,
                 num_classes: Optional[int] = None, mode: str = "pretrain",
                 fine_tune_after_block: int = -1, zero_init_logits_layer: bool = False,
-                matmul_small_convs: bool = True) -> SimCLRModel:
+                matmul_small_convs: bool = False) -> SimCLRModel:
     """Builds a SimCLRModel from the original's flag values.
 
     The CIFAR stem (3x3 stride 1, no max-pool) is used for ``image_size`` <= 32, as in the
@@ -113,10 +111,7 @@ def build_model(resnet_depth: int = 50, width_multiplier: float = 1, sk_ratio: f
     ``resnet.build_resnet``. Call the model once (e.g.
     on ``tf.zeros([1, image_size, image_size, 3])``) to create its variables.
     """
-    if mode == "pretrain" and fine_tune_after_block != -1:
-        raise ValueError(
-            f"fine_tune_after_block={fine_tune_after_block} applies to fine-tuning only; "
-            "pretraining trains the whole network (use -1).")
+    choices.check_pretraining_trains_everything(fine_tune_after_block, mode, flag=False)
     encoder = resnet.build_resnet(
         resnet_depth, width_multiplier=width_multiplier, sk_ratio=sk_ratio, se_ratio=se_ratio,
         cifar_stem=image_size <= 32, global_bn=global_bn, bn_decay=bn_decay,
@@ -164,27 +159,40 @@ class HubClassifier(keras.Model):
         return outputs
 
 
-def from_config(cfg, num_classes: Optional[int]) -> keras.Model:
+def from_config(cfg, num_classes: Optional[int],
+                strategy: Optional[tf.distribute.Strategy] = None,
+                sync_bn: Optional[bool] = None) -> keras.Model:
     """The model of a ``config.Config``, its layers computing in ``cfg.precision``
-    (variables float32), every variable created; ``num_classes`` None: no supervised head."""
+    (variables float32), every variable created; ``num_classes`` None: no supervised head.
+
+    The choices that depend on the machine are made here, once, for ``strategy`` (default:
+    the one in scope): batch norm synchronised across replicas only with ``cfg.global_bn``
+    and several replicas (on one, the fused kernel computes the same statistics faster), and
+    the matmul convolutions only with ``cfg.matmul_small_convs`` on a CPU in float32.
+    ``sync_bn`` True or False overrides the batch-norm choice (the benchmark's variants)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    if sync_bn is None:
+        sync_bn = cfg.global_bn and strategy.num_replicas_in_sync > 1
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(cfg.precision)
     try:
         if cfg.hub_module:
             model = HubClassifier(cfg.hub_module, num_classes,
-                                  trainable=cfg.fine_tune_after_block != 4,
+                                  trainable=cfg.effective_fine_tune_after_block != 4,
                                   zero_init_logits_layer=cfg.zero_init_logits_layer)
         else:
             model = build_model(
                 resnet_depth=cfg.resnet_depth, width_multiplier=cfg.width_multiplier,
                 sk_ratio=cfg.sk_ratio, se_ratio=cfg.se_ratio, image_size=cfg.image_size,
-                global_bn=cfg.global_bn, bn_decay=cfg.batch_norm_decay,
+                global_bn=sync_bn,
+                bn_decay=cfg.batch_norm_decay,
                 proj_head_mode=cfg.proj_head_mode, num_proj_layers=cfg.num_proj_layers,
                 proj_out_dim=cfg.proj_out_dim, ft_proj_selector=cfg.ft_proj_selector,
                 num_classes=num_classes, mode=cfg.train_mode,
-                fine_tune_after_block=cfg.fine_tune_after_block,
+                fine_tune_after_block=cfg.effective_fine_tune_after_block,
                 zero_init_logits_layer=cfg.zero_init_logits_layer,
-                matmul_small_convs=cfg.matmul_small_convs)
+                matmul_small_convs=cfg.matmul_small_convs and convs.matmul_convs_fit(
+                    cfg.precision, strategy))
         # Create every variable now, so restoring assigns at once and shape errors surface.
         model(tf.zeros([1, cfg.image_size, cfg.image_size, 3]), training=False)
         return model

@@ -7,14 +7,15 @@ contains ``batch_normalization``, the only biases are the supervised head's and 
 head is the only layer named ``head_supervised``.
 """
 
+import dataclasses
 import math
 from typing import Iterable, Optional
 
 import tensorflow as tf
 import tf_keras as keras
 
-OPTIMIZERS = ("lars", "momentum", "adam")
-LR_SCALINGS = ("linear", "sqrt")
+from simclr_tf import choices
+
 # Regexes searched in variable names: excluded from weight decay and from layer adaptation.
 EXCLUDE_FROM_WEIGHT_DECAY = ("batch_normalization", "bias", "head_supervised")
 LARS_EETA = 0.001
@@ -28,7 +29,7 @@ def scale_learning_rate(learning_rate: float, batch_size: int, scaling: str) -> 
     if scaling == "sqrt":
         return learning_rate * math.sqrt(batch_size)
     raise ValueError(
-        f"learning_rate_scaling={scaling!r} is not supported; use one of {LR_SCALINGS}.")
+        f"learning_rate_scaling={scaling!r} is not supported; use one of {choices.LR_SCALINGS}.")
 
 
 def epochs_to_steps(epochs: float, num_examples: int, batch_size: int) -> int:
@@ -51,6 +52,36 @@ def total_train_steps(num_examples: Optional[int], batch_size: int, epochs: floa
             "the number of training examples is unknown, so --train_epochs cannot be turned "
             "into steps; give --train_steps.")
     return epochs_to_steps(epochs, num_examples, batch_size) + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+    """A run's durations in steps, made from its config by ``plan_steps`` (the one place
+    where epochs become steps)."""
+
+    num_examples: int  # training examples per epoch
+    batch_size: int
+    total: int  # the last step
+    warmup: int
+    checkpoint: int  # steps between checkpoints (and evaluations)
+    per_loop: int  # steps inside one tf.function call
+
+    def epoch(self, step: int) -> float:
+        """The epochs of training done after ``step`` steps."""
+        return step * self.batch_size / max(self.num_examples, 1)
+
+
+def plan_steps(cfg, num_examples: int) -> StepPlan:
+    """The step counts of ``cfg`` (a ``config.Config``) for ``num_examples`` per epoch:
+    ``--*_steps`` win over ``--*_epochs`` when > 0; epochs round down, as the original."""
+    batch = cfg.train_batch_size
+    total = total_train_steps(num_examples, batch, cfg.train_epochs, cfg.train_steps)
+    checkpoint = cfg.checkpoint_steps or max(
+        1, epochs_to_steps(cfg.checkpoint_epochs, num_examples, batch))
+    return StepPlan(num_examples=num_examples, batch_size=batch, total=total,
+                    warmup=epochs_to_steps(cfg.warmup_epochs, num_examples, batch),
+                    checkpoint=checkpoint,
+                    per_loop=min(cfg.steps_per_loop or checkpoint, total))
 
 
 class WarmUpAndCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
@@ -111,7 +142,33 @@ def build_optimizer(name: str, learning_rate, momentum: float = 0.9,
         return keras.optimizers.legacy.SGD(learning_rate, momentum=momentum, nesterov=True)
     if name == "adam":
         return keras.optimizers.legacy.Adam(learning_rate)
-    raise ValueError(f"optimizer={name!r} is not supported; use one of {OPTIMIZERS}.")
+    raise ValueError(f"optimizer={name!r} is not supported; use one of {choices.OPTIMIZERS}.")
+
+
+def make_optimizer(cfg, learning_rate) -> keras.optimizers.Optimizer:
+    """The optimizer of ``cfg`` (a ``config.Config``) with ``learning_rate`` (a schedule or
+    a float); float16 adds loss scaling. Call it inside the strategy's scope."""
+    optimizer = build_optimizer(cfg.optimizer, learning_rate, cfg.momentum, cfg.weight_decay)
+    if cfg.precision == "mixed_float16":
+        optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+    _ = optimizer.iterations  # created here, in the scope, not lazily inside the first step
+    return optimizer
+
+
+def run_optimizer(cfg, plan: StepPlan) -> keras.optimizers.Optimizer:
+    """The training optimizer of ``cfg``: the scaled peak learning rate with warm-up and
+    cosine decay over ``plan``. Call it inside the strategy's scope."""
+    peak = scale_learning_rate(cfg.learning_rate, cfg.train_batch_size,
+                               cfg.learning_rate_scaling)
+    return make_optimizer(cfg, WarmUpAndCosineDecay(peak, plan.warmup, plan.total))
+
+
+def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    """The learning rate at the optimizer's current step."""
+    lr = optimizer.learning_rate
+    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+        lr = lr(optimizer.iterations)
+    return float(lr)
 
 
 def weight_decay_loss(variables: Iterable[tf.Variable], weight_decay: float,

@@ -70,3 +70,33 @@ class StopOnSignals:
         os.close(self._write_fd)  # the watcher's read returns empty and it ends
         os.close(self._read_fd)
         self._installed = False
+
+
+class StopFlag:
+    """The stop request of a training loop, and with several workers their agreement.
+
+    ``requested`` is set by ``StopOnSignals`` from another thread. With several workers a
+    signal reaches one of them: ``now()``, called by the loop before each step, sums the
+    flags of all replicas (a scalar all-reduce), so every worker stops at the same step and
+    they save that checkpoint together. The agreed answer is kept apart in ``agreed``:
+    only the signal watcher writes ``requested``. Create it outside any strategy scope.
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy, num_workers: int):
+        self.strategy = strategy
+        self.requested = tf.Variable(False, trainable=False, name="stop_requested")
+        self.agreed = tf.Variable(False, trainable=False, name="stop_agreed")
+        self._agree = num_workers > 1
+
+    def now(self) -> tf.Tensor:
+        """Whether to stop before the next step; with several workers, whether any must."""
+        if not self._agree:
+            return self.requested.read_value()
+        flags = self.strategy.run(lambda: tf.cast(self.requested.read_value(), tf.int32))
+        stop = self.strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None) > 0
+        self.agreed.assign(stop)
+        return stop
+
+    def stopping(self) -> bool:
+        """Whether the last loop ended on a stop request (anywhere in the cluster)."""
+        return bool((self.agreed if self._agree else self.requested).numpy())

@@ -17,10 +17,10 @@ from typing import Dict, List, Optional
 import tensorflow as tf
 import tf_keras as keras
 
-from simclr_tf import convs
+from simclr_tf import choices, convs
 from simclr_tf import endpoints as ep
 
-# depth -> (block kind, blocks per group)
+# depth -> (block kind, blocks per group), for every depth in choices.RESNET_DEPTHS
 DEPTHS = {
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
@@ -34,16 +34,6 @@ GROUP_STRIDES = (1, 2, 2, 2)
 SK_MIN_DIM = 32
 def _channels(base: int, width_multiplier: float) -> int:
     return max(1, int(round(base * width_multiplier)))
-
-
-def synchronized_bn(global_bn: bool) -> bool:
-    """Whether batch norm must synchronise its statistics across replicas.
-
-    Only when asked and when the strategy in scope has several replicas: on one replica the
-    local batch is the global batch, and the fused (unsynchronised) kernel computes the same
-    statistics about 20% faster (a ResNet-18 step on a CPU, measured with simclr-bench).
-    """
-    return global_bn and tf.distribute.get_strategy().num_replicas_in_sync > 1
 
 
 class _Settings:
@@ -69,7 +59,7 @@ class _BatchNormRelu(keras.layers.Layer):
         super().__init__(**kwargs)
         self.relu = relu
         self.bn = keras.layers.BatchNormalization(
-            momentum=bn.decay, epsilon=bn.epsilon, synchronized=synchronized_bn(bn.global_bn),
+            momentum=bn.decay, epsilon=bn.epsilon, synchronized=bn.global_bn,
             gamma_initializer="zeros" if zero_gamma else "ones", name="batch_normalization")
 
     def call(self, x, training=None):
@@ -285,7 +275,7 @@ def build_resnet(depth: int, width_multiplier: float = 1, sk_ratio: float = 0.0,
                  se_ratio: float = 0.0, cifar_stem: bool = False, global_bn: bool = False,
                  bn_decay: float = 0.9,
                  bn_epsilon: float = 1e-5, fine_tune_after_block: int = -1,
-                 matmul_small_convs: bool = True, name: Optional[str] = None) -> ResNet:
+                 matmul_small_convs: bool = False, name: Optional[str] = None) -> ResNet:
     """The SimCLR ResNet of ``depth`` (18, 34, 50, 101, 152, 200).
 
     Args:
@@ -294,28 +284,24 @@ def build_resnet(depth: int, width_multiplier: float = 1, sk_ratio: float = 0.0,
       sk_ratio: selective-kernel ratio (SimCLRv2 uses 0.0625); 0 disables.
       se_ratio: squeeze-and-excitation ratio; 0 disables (``_SqueezeExcite``).
       cifar_stem: the 3x3/1 stem without max-pool, for images of 32 px and below.
-      global_bn: batch-norm statistics over all replicas (synchronised).
+      global_bn: batch-norm statistics over all replicas (synchronised layers). The caller
+        decides: ``model.from_config`` asks for it only with several replicas, since on one
+        the fused unsynchronised kernel computes the same statistics faster.
       bn_decay, bn_epsilon: batch-norm moving-average decay and epsilon.
       fine_tune_after_block: -1 trains everything; k in 0..4 freezes the stem and block
         groups 1..k (4: the whole encoder, for linear evaluation).
-      matmul_small_convs: on a CPU, 3x3 convolutions with few output positions run as one
-        matmul over their patches (see ``convs.Conv``); the same function, about 1.3x faster there.
+      matmul_small_convs: 3x3 float32 convolutions with few output positions run as one
+        matmul over their patches (``convs.Conv``): the same function, faster on a CPU
+        only; ``model.from_config`` asks for it only there (``convs.matmul_convs_fit``).
 
     Raises:
       ValueError: naming a value outside what is accepted.
     """
-    if depth not in DEPTHS:
-        raise ValueError(f"resnet_depth={depth!r} is not supported; use one of "
-                         f"{', '.join(map(str, DEPTHS))}.")
-    if not width_multiplier > 0:
-        raise ValueError(f"width_multiplier={width_multiplier} must be > 0 (e.g. 0.25, 1, 2).")
-    if not 0 <= sk_ratio < 1:
-        raise ValueError(f"sk_ratio={sk_ratio} must be in [0, 1) (0.0625 in SimCLRv2).")
-    if not 0 <= se_ratio < 1:
-        raise ValueError(f"se_ratio={se_ratio} must be in [0, 1) (0 disables it).")
-    if fine_tune_after_block not in range(-1, 5):
-        raise ValueError(f"fine_tune_after_block={fine_tune_after_block} must be -1 (train "
-                         "everything) or 0..4 (freeze the stem and groups up to that one).")
+    choices.check_choice("resnet_depth", depth, choices.RESNET_DEPTHS, flag=False)
+    choices.check_positive("width_multiplier", width_multiplier, flag=False)
+    choices.check_sk_ratio(sk_ratio, flag=False)
+    choices.check_se_ratio(se_ratio, flag=False)
+    choices.check_fine_tune_after_block(fine_tune_after_block, flag=False)
     net = _Settings(global_bn, bn_decay, bn_epsilon, matmul_small_convs)
     kwargs = {"name": name} if name else {}
     return ResNet(depth, width_multiplier, sk_ratio, cifar_stem, net, fine_tune_after_block,

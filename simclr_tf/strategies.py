@@ -6,6 +6,8 @@ from typing import Optional
 
 import tensorflow as tf
 
+from simclr_tf import choices
+
 
 def _tf_config() -> dict:
     raw = os.environ.get("TF_CONFIG", "")
@@ -58,8 +60,8 @@ def resolve_name(name: str, tpu: Optional[str] = None) -> str:
 
 def from_config(cfg) -> tf.distribute.Strategy:
     """The strategy of a ``config.Config`` (``--strategy`` and the TPU flags)."""
-    return get_strategy(cfg.strategy, cfg.tpu_name, zone=cfg.tpu_zone, project=cfg.gcp_project,
-                        master=cfg.master)
+    return get_strategy(cfg.strategy_name, cfg.tpu_name, zone=cfg.tpu_zone,
+                        project=cfg.gcp_project, master=cfg.master)
 
 
 def get_strategy(name: str = "auto", tpu: Optional[str] = None, zone: Optional[str] = None,
@@ -81,6 +83,7 @@ def get_strategy(name: str = "auto", tpu: Optional[str] = None, zone: Optional[s
     Raises:
       ValueError: an unknown name, or a strategy this machine cannot provide.
     """
+    choices.check_choice("strategy", name, choices.STRATEGIES)
     name = resolve_name(name, tpu or master)
     if name == "default":
         return tf.distribute.get_strategy()
@@ -92,9 +95,7 @@ def get_strategy(name: str = "auto", tpu: Optional[str] = None, zone: Optional[s
                              "(see the README's 'Scaling out' section).")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
-        if not (tpu or master):
-            raise ValueError("--strategy=tpu needs --tpu_name=NAME ('local' on a TPU VM) or "
-                             "--master=grpc://ADDRESS.")
+        choices.check_tpu_address(name, tpu, master)
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
                 tpu=tpu or master, zone=zone, project=project)
@@ -105,5 +106,4 @@ def get_strategy(name: str = "auto", tpu: Optional[str] = None, zone: Optional[s
                              f"machine ({type(e).__name__}: {str(e)[:200]}). Use "
                              "--strategy=auto or default to run on the CPU/GPUs here.") from e
         return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"--strategy={name!r} is not supported; use one of auto, default, "
-                     "mirrored, multi_worker, tpu.")
+    raise AssertionError(f"--strategy={name!r} is accepted but not built here.")

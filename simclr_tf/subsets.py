@@ -8,44 +8,16 @@ Three ways to choose the labelled examples (at most one per run):
   matches an image whose file name, or the end of whose path, it equals.
 """
 
-import dataclasses
 import os
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 import tensorflow as tf
 
 from simclr_tf import sources
-
-
-@dataclasses.dataclass(frozen=True)
-class LabelSubset:
-    """How to choose the labelled examples of the training split (all of them by default)."""
-
-    fraction: float = 0.0
-    per_class: int = 0
-    name_file: Optional[str] = None
-    seed: int = 0
-
-    @property
-    def active(self) -> bool:
-        return bool(self.fraction or self.per_class or self.name_file)
-
-    def validate(self) -> "LabelSubset":
-        """Raises ValueError naming a value outside what is accepted."""
-        if not 0.0 <= self.fraction <= 1.0:
-            raise ValueError(f"--train_label_fraction={self.fraction} must be in (0, 1] "
-                             "(e.g. 0.01 for 1% of the labels; 0 uses them all).")
-        if self.per_class < 0:
-            raise ValueError(f"--train_examples_per_class={self.per_class} must be >= 1 "
-                             "(0 uses every example).")
-        given = [n for n, v in (("--train_label_fraction", self.fraction),
-                                ("--train_examples_per_class", self.per_class),
-                                ("--train_label_file", self.name_file)) if v]
-        if len(given) > 1:
-            raise ValueError(f"give one of {', '.join(given)}: each chooses the labelled "
-                             "examples.")
-        return self
+# The settings (fraction, per_class, name_file, seed) and their checks live with the
+# rest of a run's settings.
+from simclr_tf.config import LabelSubset
 
 
 def balanced(labels: np.ndarray, fraction: float = 0.0, per_class: int = 0,

@@ -14,7 +14,6 @@ from PIL import Image
 import simclr_tf  # noqa: F401
 from simclr_tf import augment, checkpoints, data, evaluation, folder, train
 from simclr_tf.cli import _common
-from simclr_tf.config import Config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RNG = np.random.default_rng(0)
@@ -177,10 +176,7 @@ def test_files_that_fail_in_the_decoder_are_skipped_counted_and_named(tmp_path, 
     assert fresh.skipped == train_broken > 0
 
 
-TINY = dict(image_size=16, resnet_depth=18, width_multiplier=0.25, num_proj_layers=2,
-            proj_out_dim=16, train_batch_size=4, eval_batch_size=4, train_steps=2,
-            checkpoint_steps=2, eval_steps=1, warmup_epochs=0, global_bn=False,
-            strategy="default", keep_hub_module_max=0)
+SMALL = dict(train_batch_size=4, eval_batch_size=4, train_steps=2)  # on top of tiny()
 
 
 def _cli(*args):
@@ -217,18 +213,18 @@ def test_finetune_from_a_checkpoint_that_does_not_exist(tmp_path):
     assert proc.returncode == 2 and "does not exist" in last and "nowhere" in last, last
 
 
-def test_checkpoint_errors_name_the_path_and_the_variables(tmp_path):
-    base = dict(TINY, dataset="shapes", lineareval_while_pretraining=False)
+def test_checkpoint_errors_name_the_path_and_the_variables(tiny, tmp_path):
+    base = dict(SMALL, lineareval_while_pretraining=False)
     with pytest.raises(ValueError, match="does not exist"):
         checkpoints.resolve(str(tmp_path / "nowhere"))
     pre = tmp_path / "pre"
-    train.run(Config(model_dir=str(pre), **base))
+    train.run(tiny(pre, **base))
     with pytest.raises(ValueError, match="has no supervised head .* simclr-finetune --linear_eval"):
-        evaluation.evaluate(Config(model_dir=str(pre), **base))
+        evaluation.evaluate(tiny(pre, **base))
     with pytest.raises(ValueError, match="holds no checkpoint; give the folder of a run"):
-        _common.run_checkpoint(Config(model_dir=str(tmp_path / "empty"), **base), set())
-    other = Config(model_dir=str(tmp_path / "ft"), train_mode="finetune", checkpoint=str(pre),
-                   **dict(base, width_multiplier=0.5))
+        _common.run_checkpoint(tiny(tmp_path / "empty", **base), set())
+    other = tiny(tmp_path / "ft", train_mode="finetune", checkpoint=str(pre),
+                 **dict(base, width_multiplier=0.5))
     with pytest.raises(ValueError) as info:
         train.run(other)
     message = str(info.value)
@@ -237,7 +233,7 @@ def test_checkpoint_errors_name_the_path_and_the_variables(tmp_path):
     assert "kernel is [3, 3, 16, 16] in the checkpoint, [3, 3, 32, 32] here" in message
 
 
-def test_model_dir_that_cannot_be_written(tmp_path):
+def test_model_dir_that_cannot_be_written(tiny, tmp_path):
     locked = tmp_path / "ro"
     locked.mkdir()
     locked.chmod(0o500)
@@ -249,7 +245,7 @@ def test_model_dir_that_cannot_be_written(tmp_path):
         else:
             model_dir = str(locked / "run")
         with pytest.raises(ValueError, match="cannot be created or written"):
-            train.run(Config(model_dir=model_dir, dataset="shapes", **TINY))
+            train.run(tiny(model_dir, **SMALL))
     finally:
         locked.chmod(0o700)
 

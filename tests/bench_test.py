@@ -14,7 +14,6 @@ import simclr_tf  # noqa: F401
 from simclr_tf import bench
 from simclr_tf import config as config_lib
 from simclr_tf import model as model_lib
-from simclr_tf import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,10 +45,12 @@ def _resnet18_cifar_macs(width, size, proj_dims, num_classes):
     return macs + c_in * num_classes  # the linear head reads the encoder output
 
 
-def test_resnet18_flops_match_the_layout():
+@pytest.mark.parametrize("matmul_convs", [True, False])  # both paths the step can take
+def test_resnet18_flops_match_the_layout(matmul_convs):
     model = model_lib.build_model(resnet_depth=18, width_multiplier=0.5, image_size=32,
                                   proj_head_mode="nonlinear", num_proj_layers=2,
-                                  proj_out_dim=64, num_classes=10)
+                                  proj_out_dim=64, num_classes=10,
+                                  matmul_small_convs=matmul_convs)
     model(tf.zeros([1, 32, 32, 3]), training=False)
     counted = bench.forward_flops(model, 32)
     expected = 2 * _resnet18_cifar_macs(0.5, 32, [256, 64], 10)
@@ -77,7 +78,14 @@ def test_bench_program_reports_consistent_figures():
         result["train_gflops"] / result["matmul_gflops"])
     assert result["matmul_gflops"] == pytest.approx(
         (result["matmul_gflops_before"] + result["matmul_gflops_after"]) / 2)
-    assert result["variant_sync_bn_one_replica_views_per_sec"] > 0
+    assert 0 < result["utilisation"] <= 1.2, result  # of the matmul peak: above it is wrong
+    for name in ("sync_bn_one_replica",):
+        speed = result[f"variant_{name}_views_per_sec"]
+        assert result[f"variant_{name}_gflops"] == pytest.approx(
+            result["step_gflop"] * speed / 16, rel=0.02)  # the default step's FLOPs
+        assert result[f"variant_{name}_utilisation"] == pytest.approx(
+            result[f"variant_{name}_gflops"] / result["matmul_gflops"])
+        assert 0 < result[f"variant_{name}_utilisation"] <= 1.2
     assert result["input_to_train_ratio"] == pytest.approx(
         result["input_views_per_sec"] / result["train_views_per_sec"])
 
@@ -99,8 +107,8 @@ def test_bench_rejects_unknown_parts_and_variants(arg, message):
 def test_step_variants_build_the_step_they_name(variant, sync_bn, matmul_convs):
     cfg = config_lib.Config(train_mode="pretrain", resnet_depth=18, width_multiplier=0.25,
                             image_size=16, model_dir="<unused>")
-    with bench._variant_patch(variant):
-        model = train.build_model(dataclasses.replace(cfg, **bench.VARIANTS[variant]), None)
+    model = model_lib.from_config(dataclasses.replace(cfg, **bench.VARIANTS[variant]), None,
+                                  sync_bn=True if variant.startswith("sync_bn_") else None)
     bns = [layer for layer in model.submodules
            if isinstance(layer, keras.layers.BatchNormalization)]
     assert bns and all(bn.synchronized == sync_bn for bn in bns)

@@ -19,6 +19,25 @@ tf.config.set_logical_device_configuration(
 
 LOGICAL_CPUS = ("/cpu:0", "/cpu:1")
 
+# The run every training test starts from: a width-0.25 ResNet-18 at 16 px, 4 steps of 8
+# images on the built-in set, checkpoints every 2 steps, no export (export_test turns it on).
+TINY = dict(dataset="shapes", image_size=16, resnet_depth=18, width_multiplier=0.25,
+            num_proj_layers=2, proj_out_dim=16, train_batch_size=8, eval_batch_size=50,
+            train_steps=4, checkpoint_steps=2, eval_steps=1, warmup_epochs=0,
+            learning_rate=0.5, weight_decay=1e-4, temperature=0.5, global_bn=False,
+            strategy="default", color_jitter_strength=0.5, keep_hub_module_max=0)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """``tiny(model_dir, **overrides)``: the tiny run's ``Config`` in ``model_dir``."""
+    from simclr_tf.config import Config  # noqa: PLC0415 (after the device set-up above)
+
+    def make(model_dir, **overrides):
+        return Config(**dict(TINY, model_dir=str(model_dir), **overrides))
+
+    return make
+
 
 @pytest.fixture(scope="session")
 def two_replicas():

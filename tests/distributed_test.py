@@ -9,7 +9,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 import simclr_tf  # noqa: F401
-from simclr_tf import losses, resnet, train
+from simclr_tf import losses, optim, train
+from simclr_tf import model as model_lib
+from simclr_tf import step as step_lib
 from simclr_tf import endpoints as ep
 from simclr_tf.config import Config
 
@@ -32,7 +34,7 @@ def _num_classes(cfg):
 
 def _reference_weights(cfg):
     keras.utils.set_random_seed(11)
-    return train.build_model(cfg, _num_classes(cfg)).get_weights()
+    return model_lib.from_config(cfg, _num_classes(cfg)).get_weights()
 
 
 def _assert_same_updates(after_a, after_b, before, rel):
@@ -45,17 +47,22 @@ def _assert_same_updates(after_a, after_b, before, rel):
         assert diff <= rel * np.linalg.norm(b - w0) + 1e-7, (diff, np.linalg.norm(b - w0))
 
 
-def _trainer(cfg, strategy, weights):
-    with strategy.scope():
-        model = train.build_model(cfg, _num_classes(cfg))
-        optimizer = train.make_optimizer(cfg, 0.4)
-    model.set_weights(weights)
-    return train.Trainer(cfg, strategy, model, optimizer, None, total_steps=1,
-                         steps_per_epoch=1)
+class _Step:
+    """The package's replica step (``step.make_replica_step``) on a model set to ``weights``."""
+
+    def __init__(self, cfg, strategy, weights, sync_bn=None):
+        with strategy.scope():
+            self.model = model_lib.from_config(cfg, _num_classes(cfg), strategy, sync_bn=sync_bn)
+            optimizer = optim.make_optimizer(cfg, 0.4)
+        self.model.set_weights(weights)
+        self.cfg, self.strategy = cfg, strategy
+        self.replica_step = step_lib.make_replica_step(self.model, optimizer, cfg,
+                                                       strategy.num_replicas_in_sync)
 
 
-def _one_step(trainer, strategy, jit=False):
-    images, labels = _inputs(trainer.cfg.image_size)
+def _one_step(step, strategy, jit=False):
+    """One step on the fixed batch: (loss, metrics averaged over replicas, weights after)."""
+    images, labels = _inputs(step.cfg.image_size)
     n = BATCH // strategy.num_replicas_in_sync
     dist = strategy.experimental_distribute_values_from_function(
         lambda ctx: (images[ctx.replica_id_in_sync_group * n:
@@ -64,22 +71,24 @@ def _one_step(trainer, strategy, jit=False):
                             (ctx.replica_id_in_sync_group + 1) * n]))
 
     @tf.function(jit_compile=jit)
-    def step(x):
-        per_replica = strategy.run(trainer._step_fn, args=(x,))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    def run(x):
+        loss, metrics = strategy.run(step.replica_step, args=(x,))
+        mean = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                for k, v in metrics.items()}
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None), mean
 
-    loss = float(step(dist))
-    logs = {k: float(m.result()) for k, m in trainer.metrics.items()}
-    return loss, logs, [w.copy() for w in trainer.model.get_weights()]
+    loss, metrics = run(dist)
+    logs = {k: float(v) for k, v in metrics.items()}
+    return float(loss), logs, [w.copy() for w in step.model.get_weights()]
 
 
-def test_two_replicas_with_global_bn_equal_one_replica(one_replica, two_replicas, monkeypatch):
+def test_two_replicas_with_global_bn_equal_one_replica(one_replica, two_replicas):
     # One replica would get the fused batch norm (resnet_test compares it with this one);
     # here both sides use the synchronised layer, to test the cross-replica logic alone.
-    monkeypatch.setattr(resnet, "synchronized_bn", lambda global_bn: global_bn)
     cfg = dataclasses.replace(BASE, image_size=32)  # 32 px: a 3x3 blur kernel (16 px: 1x1)
     weights = _reference_weights(cfg)
-    results = [_one_step(_trainer(cfg, s, weights), s) for s in (one_replica, two_replicas)]
+    results = [_one_step(_Step(cfg, s, weights, sync_bn=True), s)
+               for s in (one_replica, two_replicas)]
     (loss1, logs1, w1), (loss2, logs2, w2) = results
     assert loss1 == pytest.approx(loss2, rel=1e-5)
     for key in ("contrast_loss", "contrast_acc", "supervised_loss"):
@@ -94,10 +103,10 @@ def test_two_replicas_without_global_bn_normalise_each_half(two_replicas):
     cfg = dataclasses.replace(BASE, global_bn=False, use_blur=False,
                               lineareval_while_pretraining=False)
     weights = _reference_weights(cfg)
-    trainer = _trainer(cfg, two_replicas, weights)
+    trainer = _Step(cfg, two_replicas, weights)
     _, logs, _ = _one_step(trainer, two_replicas)
     # Reference on one device: batch norm over each replica's half, negatives from both.
-    model = train.build_model(cfg, None)
+    model = model_lib.from_config(cfg, None)
     model.set_weights(weights)
     images, _ = _inputs()
     halves = [model(images[:4], training=True)[ep.PROJ_HEAD_OUTPUT],
@@ -115,8 +124,8 @@ def test_two_replicas_without_global_bn_normalise_each_half(two_replicas):
 def test_step_compiles_with_xla_on_one_replica(one_replica):
     cfg = dataclasses.replace(BASE, global_bn=False)
     weights = _reference_weights(cfg)
-    eager_loss, _, eager_w = _one_step(_trainer(cfg, one_replica, weights), one_replica)
-    xla_loss, _, xla_w = _one_step(_trainer(cfg, one_replica, weights), one_replica, jit=True)
+    eager_loss, _, eager_w = _one_step(_Step(cfg, one_replica, weights), one_replica)
+    xla_loss, _, xla_w = _one_step(_Step(cfg, one_replica, weights), one_replica, jit=True)
     assert xla_loss == pytest.approx(eager_loss, rel=1e-4)
     _assert_same_updates(xla_w, eager_w, weights, rel=5e-3)
 
@@ -125,9 +134,9 @@ def test_step_compiles_with_xla_on_one_replica(one_replica):
 def test_mixed_precision_loss_agrees_with_float32(one_replica, precision, rel):
     cfg = dataclasses.replace(BASE, global_bn=False)
     weights = _reference_weights(cfg)
-    loss32, logs32, _ = _one_step(_trainer(cfg, one_replica, weights), one_replica)
+    loss32, logs32, _ = _one_step(_Step(cfg, one_replica, weights), one_replica)
     mixed = dataclasses.replace(cfg, precision=precision)
-    trainer = _trainer(mixed, one_replica, weights)
+    trainer = _Step(mixed, one_replica, weights)
     conv = trainer.model.encoder.stem.conv.conv
     assert conv.compute_dtype == precision.split("_")[1] and conv.kernel.dtype == tf.float32
     loss_mp, logs_mp, w_mp = _one_step(trainer, one_replica)
@@ -170,6 +179,6 @@ def test_strategies_the_machine_cannot_provide_are_named(monkeypatch):
 
 def test_use_tpu_is_the_original_spelling_of_strategy_tpu():
     cfg = Config(model_dir="/x", use_tpu=True, tpu_name="local")
-    assert cfg.strategy == "tpu"
+    assert cfg.strategy_name == "tpu"
     with pytest.raises(ValueError, match="needs --tpu_name"):
         Config(model_dir="/x", use_tpu=True).validate()

@@ -12,26 +12,20 @@ import tf_keras as keras
 
 import simclr_tf  # noqa: F401
 from simclr_tf import checkpoints, export, train
+from simclr_tf import model as model_lib
 from simclr_tf import endpoints as ep
 from simclr_tf.config import Config
 
-TINY = dict(dataset="shapes", image_size=16, resnet_depth=18, width_multiplier=0.25,
-            num_proj_layers=2, proj_out_dim=16, train_batch_size=8, eval_batch_size=50,
-            train_steps=4, checkpoint_steps=2, eval_steps=1, warmup_epochs=0,
-            learning_rate=0.5, weight_decay=1e-4, temperature=0.5, global_bn=False,
-            strategy="default", color_jitter_strength=0.5)
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tiny, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("pretrain")
-    cfg = Config(model_dir=str(model_dir), **TINY)
+    cfg = tiny(model_dir, keep_hub_module_max=1)
     summary = train.run(cfg)
     return cfg, summary
 
 
 def _in_memory(cfg, prefix):
-    model = train.build_model(dataclasses.replace(cfg, train_mode="finetune"),
+    model = model_lib.from_config(dataclasses.replace(cfg, train_mode="finetune"),
                                checkpoints.num_classes_in(prefix))
     checkpoints.restore_for_eval(model, prefix)
     return model
@@ -122,9 +116,9 @@ def test_frozen_hub_layer_keeps_everything_fixed(run):
 def test_re_export_replaces_atomically(run, tmp_path):
     cfg, _ = run
     target = str(tmp_path / "export")
-    train.export_checkpoint(cfg, cfg.model_dir, target)
+    export.export_checkpoint(cfg, cfg.model_dir, target)
     first = tf.saved_model.load(target)(_images())[ep.PROJ_HEAD_OUTPUT].numpy()
-    train.export_checkpoint(cfg, os.path.join(cfg.model_dir, "ckpt-2"), target)
+    export.export_checkpoint(cfg, os.path.join(cfg.model_dir, "ckpt-2"), target)
     second = tf.saved_model.load(target)(_images())[ep.PROJ_HEAD_OUTPUT].numpy()
     assert not np.allclose(first, second)  # the older checkpoint replaced the export
     assert sorted(os.listdir(tmp_path)) == ["export"]
@@ -184,15 +178,15 @@ def test_full_fine_tune_of_an_export_trains_it_and_exports_again(run, tmp_path):
     (dict(train_mode="pretrain"), "is for fine-tuning"),
 ])
 def test_hub_module_misuse_is_named(overrides, match, tmp_path):
-    args = dict(TINY, model_dir=str(tmp_path), hub_module="/some/export", train_mode="finetune")
+    args = dict(hub_module="/some/export", train_mode="finetune", model_dir=str(tmp_path))
     args.update(overrides)
     with pytest.raises(ValueError, match=match):
         Config(**args).validate()
 
 
-def test_hub_module_that_is_not_an_export(tmp_path):
-    cfg = Config(**dict(TINY, model_dir=str(tmp_path / "run"), train_mode="finetune",
-                        hub_module=str(tmp_path / "nothing_here")))
+def test_hub_module_that_is_not_an_export(tiny, tmp_path):
+    cfg = tiny(tmp_path / "run", train_mode="finetune",
+               hub_module=str(tmp_path / "nothing_here"))
     with pytest.raises(ValueError, match="is not a SavedModel exported by simclr_tf"):
         train.run(cfg)
 

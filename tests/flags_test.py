@@ -52,7 +52,7 @@ def test_flagfile_parses_and_validates(path, monkeypatch):
                 cfg.use_blur, cfg.eval_split) == (512, 1000, 1.0, 1e-4, 0.5, 18, 32, 0.5,
                                                   False, "test")
     if "linear_eval" in path:
-        assert cfg.fine_tune_after_block == 4 and cfg.optimizer == "momentum"
+        assert cfg.effective_fine_tune_after_block == 4 and cfg.optimizer == "momentum"
         assert cfg.learning_rate == 0.1 and cfg.warmup_epochs == 0
     if "imagenet_finetune_1pct" in path:
         assert (cfg.dataset, cfg.train_epochs, cfg.learning_rate, cfg.train_batch_size,
@@ -120,7 +120,8 @@ def test_the_original_readme_commands_parse_and_the_imagenet_one_reaches_the_tpu
     argv = argv_of(README_IMAGENET, DATA_DIR=str(tmp_path / "tfds"), MODEL_DIR=str(tmp_path / "m"),
                  TPU_NAME="no-such-tpu")
     cfg = _parse(argv).validate()
-    assert (cfg.strategy, cfg.tpu_name, cfg.train_batch_size) == ("tpu", "no-such-tpu", 4096)
+    assert (cfg.strategy_name, cfg.tpu_name, cfg.train_batch_size) == ("tpu", "no-such-tpu",
+                                                                        4096)
     proc = subprocess.run([sys.executable, "-m", "simclr_tf.cli.pretrain", *argv],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert "--train_summary_steps is accepted and ignored" in proc.stdout, proc.stdout
@@ -171,3 +172,42 @@ def test_explicit_flags_are_those_on_the_command_line():
     assert cli_flags.explicit_flags(["p", "--flagfile=f", "--checkpoint=c", "--nouse_blur",
                                      "--model_dir", "m"]) == {
         "flagfile", "checkpoint", "use_blur", "model_dir"}
+
+
+def test_config_imports_no_tensorflow():
+    code = ("import sys, simclr_tf.config, simclr_tf.choices; "
+            "assert 'tensorflow' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+def test_flags_come_from_the_fields_metadata():
+    fv = flags.FlagValues()
+    cli_flags.define_flags(flag_values=fv)
+    for field in dataclasses.fields(Config):
+        assert fv[field.name].help.endswith(field.metadata["help"]), field.name
+        accepted = field.metadata.get("choices")
+        if accepted and isinstance(field.default, str):
+            assert fv[field.name].parser.enum_values == list(accepted), field.name
+    assert fv["resnet_depth"].flag_type() == "int"  # accepted values checked by validate()
+
+
+def test_derived_values_leave_the_fields_as_given():
+    cfg = Config(model_dir="/x", train_mode="finetune", linear_eval=True, use_tpu=True,
+                 tpu_name="local")
+    assert (cfg.fine_tune_after_block, cfg.effective_fine_tune_after_block) == (-1, 4)
+    assert (cfg.strategy, cfg.strategy_name) == ("auto", "tpu")
+    cfg.validate()
+    assert dataclasses.replace(cfg, linear_eval=False).effective_fine_tune_after_block == -1
+    assert Config(use_tpu=True, strategy="default").strategy_name == "default"
+    with pytest.raises(ValueError, match=r"--fine_tune_after_block=4 \(or --linear_eval\)"):
+        Config(model_dir="/x", linear_eval=True).validate()
+
+
+def test_from_flagfile_reads_a_flagfile_with_overrides(monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    cfg = cli_flags.from_flagfile("flags/smoke.flags", model_dir=str(tmp_path), train_steps=3)
+    assert cfg.model_dir == str(tmp_path) and cfg.train_steps == 3
+    assert cfg == dataclasses.replace(
+        _parse(["--flagfile=flags/smoke.flags"]), model_dir=str(tmp_path), train_steps=3)
+    with pytest.raises(ValueError, match="does not exist"):
+        cli_flags.from_flagfile("flags/no_such.flags")

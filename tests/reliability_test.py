@@ -20,7 +20,6 @@ import tensorflow as tf
 import simclr_tf  # noqa: F401
 from simclr_tf import checkpoints, rundir, train
 from simclr_tf import export as export_lib
-from simclr_tf.config import Config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 10
@@ -148,15 +147,8 @@ def test_sigkill_at_random_moments_always_resumes_from_a_complete_checkpoint(tmp
     assert not (model_dir / rundir.LOCK_NAME).exists()
 
 
-TINY = dict(dataset="shapes", image_size=16, resnet_depth=18, width_multiplier=0.25,
-            num_proj_layers=2, proj_out_dim=16, train_batch_size=8, eval_batch_size=50,
-            train_steps=4, checkpoint_steps=2, eval_steps=1, warmup_epochs=0,
-            learning_rate=0.5, weight_decay=1e-4, temperature=0.5, global_bn=False,
-            strategy="default", keep_hub_module_max=0, lineareval_while_pretraining=False)
-
-
-def test_corrupt_newest_checkpoint_is_named_and_the_previous_one_used(tmp_path, capsys):
-    cfg = Config(model_dir=str(tmp_path), **TINY)
+def test_corrupt_newest_checkpoint_is_named_and_the_previous_one_used(tiny, tmp_path, capsys):
+    cfg = tiny(tmp_path, lineareval_while_pretraining=False)
     train.run(cfg)
     (data,) = glob.glob(str(tmp_path / "ckpt-4.data-*"))
     size = os.path.getsize(data)
@@ -208,13 +200,13 @@ def test_a_second_run_on_the_same_model_dir_is_refused(tmp_path):
         rundir.RunLock(str(tmp_path)).acquire()
 
 
-def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, capsys):
+def test_a_lock_left_by_a_dead_process_is_taken_over(tiny, tmp_path, capsys):
     dead = subprocess.Popen(["true"])
     dead.wait()
     (tmp_path / rundir.LOCK_NAME).write_text(json.dumps(
         {"host": socket.gethostname(), "pid": dead.pid, "started": "earlier"}))
     (tmp_path / "ckpt-8_temp").mkdir()  # what a write killed midway leaves
-    summary = train.run(Config(model_dir=str(tmp_path), **TINY))
+    summary = train.run(tiny(tmp_path, lineareval_while_pretraining=False))
     out = capsys.readouterr().out
     assert f"taking over {tmp_path}/{rundir.LOCK_NAME}" in out
     assert "cleaned 1 partial checkpoint or export write(s)" in out
@@ -223,11 +215,11 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, capsys):
     assert not (tmp_path / "ckpt-8_temp").exists()
 
 
-def test_model_dir_that_is_a_file_is_named(tmp_path):
+def test_model_dir_that_is_a_file_is_named(tiny, tmp_path):
     path = tmp_path / "file"
     path.write_text("x")
     with pytest.raises(ValueError, match="is a file; give a folder"):
-        train.run(Config(model_dir=str(path), **TINY))
+        train.run(tiny(path, lineareval_while_pretraining=False))
 
 
 def _interrupt(cmd, sig, after):
@@ -287,19 +279,21 @@ def _poison_loss(monkeypatch, bad):
     monkeypatch.setattr(losses, "nt_xent", poisoned)
 
 
-def test_nonfinite_stop_names_the_step_the_loss_and_the_kept_checkpoint(tmp_path, monkeypatch):
+def test_nonfinite_stop_names_the_step_the_loss_and_the_kept_checkpoint(tiny, tmp_path,
+                                                                        monkeypatch):
     _poison_loss(monkeypatch, lambda n: n >= 3)
     with pytest.raises(train.NonFiniteLossError) as info:
-        train.run(Config(model_dir=str(tmp_path), **dict(TINY, train_steps=6)))
+        train.run(tiny(tmp_path, lineareval_while_pretraining=False, train_steps=6))
     message = str(info.value)
     assert "non-finite at step 3 (loss nan)" in message
     assert f"The last good checkpoint, {tmp_path}/ckpt-2, is kept." in message
     assert [os.path.basename(p) for p in _complete_checkpoints(tmp_path)] == ["ckpt-2"]
 
 
-def test_nonfinite_rollback_restores_skips_and_goes_on(tmp_path, monkeypatch, capsys):
+def test_nonfinite_rollback_restores_skips_and_goes_on(tiny, tmp_path, monkeypatch, capsys):
     _poison_loss(monkeypatch, lambda n: tf.equal(n, 3))  # one bad batch, at step 3
-    cfg = Config(model_dir=str(tmp_path), on_nonfinite="rollback", **dict(TINY, train_steps=6))
+    cfg = tiny(tmp_path, lineareval_while_pretraining=False, on_nonfinite="rollback",
+               train_steps=6)
     summary = train.run(cfg)
     out = capsys.readouterr().out
     assert f"non-finite loss at step 3: rolled back to {tmp_path}/ckpt-2 (step 2)" in out
@@ -310,9 +304,10 @@ def test_nonfinite_rollback_restores_skips_and_goes_on(tmp_path, monkeypatch, ca
                for k, _ in tf.train.list_variables(newest) if k.startswith("model/"))
 
 
-def test_nonfinite_rollback_gives_up_after_three_in_a_row(tmp_path, monkeypatch, capsys):
+def test_nonfinite_rollback_gives_up_after_three_in_a_row(tiny, tmp_path, monkeypatch, capsys):
     _poison_loss(monkeypatch, lambda n: n >= 3)  # every batch from step 3 on diverges
-    cfg = Config(model_dir=str(tmp_path), on_nonfinite="rollback", **dict(TINY, train_steps=6))
+    cfg = tiny(tmp_path, lineareval_while_pretraining=False, on_nonfinite="rollback",
+               train_steps=6)
     with pytest.raises(train.NonFiniteLossError, match="Gave up after 3 rollbacks in a row"):
         train.run(cfg)
     assert capsys.readouterr().out.count("rolled back to") == 3

@@ -9,6 +9,8 @@ import tf_keras as keras
 import simclr_tf  # noqa: F401
 from simclr_tf import endpoints as ep
 from simclr_tf import convs, resnet
+from simclr_tf import model as model_lib
+from simclr_tf.config import Config
 
 
 def _count(model):
@@ -224,15 +226,18 @@ def _batch_norms(model):
 
 
 def test_one_replica_uses_the_fused_batch_norm_with_the_same_statistics(
-        one_replica, two_replicas, monkeypatch):
-    with two_replicas.scope():
-        assert all(bn.synchronized for bn in _batch_norms(_built(global_bn=True)))
+        one_replica, two_replicas):
+    cfg = Config(model_dir="/unused", resnet_depth=18, width_multiplier=0.25, image_size=16,
+                 global_bn=True, lineareval_while_pretraining=False)
+    with two_replicas.scope():  # the builder's choice, made once from the config
+        assert all(bn.synchronized for bn in _batch_norms(
+            model_lib.from_config(cfg, None, two_replicas)))
     with one_replica.scope():
-        fused = _built(global_bn=True)
+        assert not any(bn.synchronized for bn in _batch_norms(
+            model_lib.from_config(cfg, None, one_replica)))
+        fused = _built(global_bn=False)
+        synced = _built(global_bn=True)  # the synchronised layer, asked for on one replica
     assert not any(bn.synchronized for bn in _batch_norms(fused))
-    monkeypatch.setattr(resnet, "synchronized_bn", lambda global_bn: global_bn)
-    with one_replica.scope():
-        synced = _built(global_bn=True)  # the synchronised layer, forced on one replica
     assert all(bn.synchronized for bn in _batch_norms(synced))
     synced.set_weights(fused.get_weights())
     images = tf.random.stateless_uniform([8, 16, 16, 3], seed=[7, 1])
@@ -334,10 +339,10 @@ def test_only_small_3x3_convolutions_run_as_matmul(size, strides, as_matmul):
 def test_matmul_convolutions_stay_off_when_asked_for_exports_and_in_bfloat16():
     assert "Conv2D" in _op_types(convs.Conv(8, 3, matmul=False), [2, 4, 4, 4])
     assert "Conv2D" in _op_types(convs.Conv(8, 1, matmul=True), [2, 4, 4, 4])
-    conv = convs.Conv(8, 3, matmul=True)
-    with convs.stock_convolutions():
-        assert "Conv2D" in _op_types(conv, [2, 4, 4, 4])
-    assert "Conv2D" not in _op_types(conv, [2, 4, 4, 4])
+    net = keras.Sequential([convs.Conv(8, 3, matmul=True)])
+    with convs.stock_convolutions(net):
+        assert "Conv2D" in _op_types(net, [2, 4, 4, 4])
+    assert "Conv2D" not in _op_types(net, [2, 4, 4, 4])
     assert "Conv2D" in _op_types(convs.Conv(8, 3, matmul=True, dtype="bfloat16"),
                                  [2, 4, 4, 4], tf.bfloat16)
 

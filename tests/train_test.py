@@ -10,22 +10,15 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import simclr_tf  # noqa: F401
-from simclr_tf import checkpoints, evaluation, losses, train
+from simclr_tf import checkpoints, data, evaluation, losses, train
+from simclr_tf import trainer as trainer_lib
 from simclr_tf import model as model_lib
-from simclr_tf.config import Config
 
-TINY = dict(dataset="shapes", image_size=16, resnet_depth=18, width_multiplier=0.25,
-            num_proj_layers=2, proj_out_dim=16, train_batch_size=8, eval_batch_size=50,
-            train_steps=4, checkpoint_steps=2, eval_steps=1, warmup_epochs=0,
-            learning_rate=0.5, weight_decay=1e-4, temperature=0.5, global_bn=False,
-            strategy="default", color_jitter_strength=0.5,
-            keep_hub_module_max=0)  # exports are tested in export_test.py
-
-
-def tiny(model_dir, **overrides):
-    args = dict(TINY, model_dir=str(model_dir))
-    args.update(overrides)
-    return Config(**args)
+def _count_of(fraction, total):
+    """The count behind an accuracy over ``total`` items; fails when it is not one."""
+    count = fraction * total
+    assert abs(count - round(count)) < 1e-3, (fraction, total)
+    return round(count)
 
 
 def _values(prefix, scope):
@@ -36,7 +29,7 @@ def _values(prefix, scope):
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
+def pretrained(tiny, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("pretrain")
     summary = train.run(tiny(model_dir))
     return model_dir, summary
@@ -54,7 +47,9 @@ def test_pretrain_writes_checkpoints_summaries_and_metrics(pretrained):
     assert summary["loss"] == pytest.approx(
         summary["contrast_loss"] + summary["supervised_loss"] + summary["weight_decay"],
         rel=1e-4)
-    assert 0.0 <= summary["contrast_acc"] <= 1.0
+    # Counts, not only a range: 2 steps of 16 views in the last loop, 50 eval images.
+    assert _count_of(summary["contrast_acc"], 32) >= 0
+    assert 0 <= _count_of(summary["top1"], 50) <= _count_of(summary["top5"], 50) <= 50
     assert summary["contrast_entropy"] <= np.log(8) + 1e-4
     assert json.load(open(os.path.join(model_dir, "summary.json"))) == summary
     assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-4")
@@ -63,7 +58,7 @@ def test_pretrain_writes_checkpoints_summaries_and_metrics(pretrained):
     assert events
 
 
-def test_rerun_of_a_finished_run_changes_nothing(pretrained, tmp_path):
+def test_rerun_of_a_finished_run_changes_nothing(tiny, pretrained, tmp_path):
     model_dir, summary = pretrained
     before = _values(str(model_dir / "ckpt-4"), "model/")
     again = train.run(tiny(model_dir))
@@ -73,10 +68,10 @@ def test_rerun_of_a_finished_run_changes_nothing(pretrained, tmp_path):
         np.testing.assert_array_equal(after[k], v, err_msg=k)
 
 
-def test_interrupted_run_resumes_from_the_newest_complete_checkpoint(tmp_path, monkeypatch,
+def test_interrupted_run_resumes_from_the_newest_complete_checkpoint(tiny, tmp_path, monkeypatch,
                                                                      capsys):
     calls = {"n": 0}
-    original = train.Trainer.train_loop_end
+    original = trainer_lib.Trainer.train_loop_end
 
     def crash_on_second_loop(self):
         calls["n"] += 1
@@ -84,12 +79,12 @@ def test_interrupted_run_resumes_from_the_newest_complete_checkpoint(tmp_path, m
             raise KeyboardInterrupt("simulated interruption")
         return original(self)
 
-    monkeypatch.setattr(train.Trainer, "train_loop_end", crash_on_second_loop)
+    monkeypatch.setattr(trainer_lib.Trainer, "train_loop_end", crash_on_second_loop)
     cfg = tiny(tmp_path, lineareval_while_pretraining=False)
     with pytest.raises(KeyboardInterrupt):
         train.run(cfg)
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
-    monkeypatch.setattr(train.Trainer, "train_loop_end", original)
+    monkeypatch.setattr(trainer_lib.Trainer, "train_loop_end", original)
     capsys.readouterr()
     summary = train.run(cfg)
     assert "resumed from" in capsys.readouterr().out
@@ -97,14 +92,14 @@ def test_interrupted_run_resumes_from_the_newest_complete_checkpoint(tmp_path, m
     assert "top1" not in summary  # no probe, no labels used
 
 
-def test_linear_eval_keeps_the_encoder_and_head_bit_identical(pretrained, tmp_path):
+def test_linear_eval_keeps_the_encoder_and_head_bit_identical(tiny, pretrained, tmp_path):
     pre_dir, _ = pretrained
     cfg = tiny(tmp_path, train_mode="finetune", checkpoint=str(pre_dir), linear_eval=True,
                optimizer="momentum", learning_rate=0.1, weight_decay=0.0, train_steps=3,
                checkpoint_steps=3, zero_init_logits_layer=True)
     summary = train.run(cfg)
     assert summary["global_step"] == 3  # a fresh step counter, not the pretraining one
-    assert 0.0 <= summary["top1"] <= summary["top5"] <= 1.0
+    assert 0 <= _count_of(summary["top1"], 50) <= _count_of(summary["top5"], 50) <= 50
     pre = str(pre_dir / "ckpt-4")
     post = tf.train.latest_checkpoint(str(tmp_path))
     for scope in ("model/encoder/", "model/projection_head/"):
@@ -135,7 +130,21 @@ def test_fine_tune_restores_encoder_only_with_a_fresh_zeroed_head(pretrained):
     assert not np.any(model.supervised_head.dense.kernel.numpy())
 
 
-def test_full_fine_tune_and_eval_program(pretrained, tmp_path):
+def test_python_api_fine_tunes_on_numpy_arrays(tiny, pretrained, tmp_path, capsys):
+    # Every label is class 2 of 3: the linear head learns it at once, which the built-in
+    # data (other labels, other counts) would not give.
+    rng = np.random.default_rng(0)
+    splits = {name: (rng.integers(0, 256, [n, 20, 20, 3], dtype=np.uint8),
+                     np.full([n], 2, np.int32)) for name, n in (("train", 24), ("test", 10))}
+    cfg = tiny(tmp_path, train_mode="finetune", checkpoint=str(pretrained[0]),
+               linear_eval=True, zero_init_logits_layer=True, eval_split="test",
+               train_steps=2, eval_batch_size=10, optimizer="momentum", learning_rate=1.0)
+    summary = train.run(cfg, source=data.ArraySource(splits, num_classes=3))
+    assert "finetune: 24 training examples" in capsys.readouterr().out
+    assert summary["global_step"] == 2 and summary["top1"] == 1.0
+
+
+def test_full_fine_tune_and_eval_program(tiny, pretrained, tmp_path):
     pre_dir, _ = pretrained
     cfg = tiny(tmp_path, train_mode="finetune", checkpoint=str(pre_dir), train_steps=2,
                checkpoint_steps=2, optimizer="lars", learning_rate=0.05,
@@ -150,7 +159,7 @@ def test_full_fine_tune_and_eval_program(pretrained, tmp_path):
     assert result["checkpoint"].endswith("ckpt-2")
 
 
-def test_non_finite_loss_stops_with_the_step_and_saves_nothing(tmp_path, monkeypatch):
+def test_non_finite_loss_stops_with_the_step_and_saves_nothing(tiny, tmp_path, monkeypatch):
     original = losses.nt_xent
 
     def poisoned(*args, **kwargs):
@@ -163,20 +172,21 @@ def test_non_finite_loss_stops_with_the_step_and_saves_nothing(tmp_path, monkeyp
     assert tf.train.latest_checkpoint(str(tmp_path)) is None
 
 
-def test_unknown_eval_split_is_named(tmp_path):
+def test_unknown_eval_split_is_named(tiny, tmp_path):
     with pytest.raises(ValueError, match="'tset'"):
         train.run(tiny(tmp_path, eval_split="tset"))
 
 
-def test_batch_must_divide_across_replicas(tmp_path, two_replicas):
+def test_batch_must_divide_across_replicas(tiny, tmp_path, two_replicas):
     with pytest.raises(ValueError, match="train_batch_size=7"):
         train.run(tiny(tmp_path, train_batch_size=7), strategy=two_replicas)
 
 
-def test_tfds_mock_end_to_end_with_unknown_split_sizes(tmp_path):
+def test_tfds_mock_end_to_end_with_unknown_split_sizes(tiny, tmp_path):
     with tfds.testing.mock_data(num_examples=24):
         summary = train.run(tiny(tmp_path, dataset="cifar10", eval_split="test",
                                  train_steps=0, train_epochs=1, eval_batch_size=8,
                                  eval_steps=0, checkpoint_steps=0, checkpoint_epochs=1))
     # 24 examples / batch 8: 3 steps per epoch, + 1 as the original counts.
-    assert summary["global_step"] == 4 and 0.0 <= summary["top1"] <= 1.0
+    assert summary["global_step"] == 4
+    assert 0 <= _count_of(summary["top1"], 24) <= 24  # the whole mock test split

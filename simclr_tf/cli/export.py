@@ -20,9 +20,9 @@ def main(cfg, explicit):
     if not EXPORT_DIR.value:
         raise ValueError("--export_dir is required: the folder to write the SavedModel to.")
     source = _common.run_checkpoint(cfg, explicit)
-    from simclr_tf import train  # late: keep flag errors fast
+    from simclr_tf import export as export_lib  # late: keep flag errors fast
 
-    path = train.export_checkpoint(cfg, source, EXPORT_DIR.value)
+    path = export_lib.export_checkpoint(cfg, source, EXPORT_DIR.value)
     print(f"exported {source} to {path}", flush=True)
 
 

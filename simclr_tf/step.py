@@ -1,0 +1,107 @@
+"""The training step, without a loop around it: the losses of one replica's batch, and the
+replica step that turns them into one optimizer update.
+
+``compute_losses`` is a function of the model's outputs: NT-Xent over the two views
+(pretraining), the supervised cross-entropy when the model has a supervised head (the probe
+sees both views, and its gradient stops at its input), and the metrics of both.
+``make_replica_step`` adds the on-device blur, the weight decay, loss scaling and the update.
+Run the step with ``strategy.run(step, args=(inputs,))``; the trainer, the benchmark and the
+tests all do.
+"""
+
+from typing import Callable, Dict, List, Tuple
+
+import tensorflow as tf
+import tf_keras as keras
+
+from simclr_tf import augment
+from simclr_tf import endpoints as ep
+from simclr_tf import losses
+from simclr_tf import metrics as metrics_lib
+from simclr_tf import optim
+
+Metrics = Dict[str, tf.Tensor]
+
+
+def metric_names(pretraining: bool, supervised_head: bool) -> List[str]:
+    """The names of the metrics a step returns, in the order of the progress logs."""
+    names = ["loss", "weight_decay"]
+    if pretraining:
+        names += ["contrast_loss", "contrast_acc", "contrast_entropy"]
+    if supervised_head:
+        names += ["supervised_loss", "supervised_acc"]
+    return names
+
+
+def compute_losses(outputs: Dict[str, tf.Tensor], labels: tf.Tensor, cfg
+                   ) -> Tuple[tf.Tensor, Metrics]:
+    """The loss of one replica's batch (before weight decay) and its metrics.
+
+    ``outputs`` are the model's (``endpoints``); when pretraining, its batch is the two
+    views stacked ``[2B, ...]`` and ``labels`` are the B images' labels."""
+    loss = tf.constant(0.0)
+    metrics: Metrics = {}
+    if cfg.train_mode == "pretrain":
+        z1, z2 = tf.split(outputs[ep.PROJ_HEAD_OUTPUT], 2, axis=0)
+        con_loss, logits, con_labels = losses.nt_xent(z1, z2, cfg.temperature,
+                                                      normalize=cfg.hidden_norm)
+        loss += con_loss
+        metrics["contrast_loss"] = con_loss
+        metrics["contrast_acc"] = metrics_lib.contrastive_accuracy(logits, con_labels)
+        metrics["contrast_entropy"] = metrics_lib.contrastive_entropy(logits)
+        labels = tf.concat([labels, labels], axis=0)  # the probe sees both views
+    if ep.LOGITS_SUP in outputs:
+        sup_loss = losses.supervised_cross_entropy(labels, outputs[ep.LOGITS_SUP])
+        loss += sup_loss
+        metrics["supervised_loss"] = sup_loss
+        metrics["supervised_acc"] = metrics_lib.top_k_accuracy(labels, outputs[ep.LOGITS_SUP], 1)
+    return loss, metrics
+
+
+def blur_views(images: tf.Tensor, seed: int, step: tf.Tensor, num_replicas: int) -> tf.Tensor:
+    """The on-device Gaussian blur of the two views stacked on channels ``[B, H, W, 6]``.
+
+    Per image, an independent sigma and coin; its draws are a function of (seed, step,
+    position in the global batch), so a step blurs the same images the same way on any
+    number of replicas. Call it in a replica context."""
+    ctx = tf.distribute.get_replica_context()
+    local = tf.shape(images)[0]
+    offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * local
+    step_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+    views = tf.split(images, 2, axis=-1)
+    seeds = tf.unstack(tf.random.experimental.stateless_split(step_seed, 2))
+    return tf.concat([augment.batch_random_blur(v, seed=s, offset=offset,
+                                                global_batch=local * num_replicas)
+                      for v, s in zip(views, seeds)], axis=-1)
+
+
+def make_replica_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg,
+                      num_replicas: int) -> Callable:
+    """``step((images, labels)) -> (loss / num_replicas, metrics)``: one replica's share of a
+    training step, the optimizer update included (``apply_gradients`` sums the replicas'
+    gradients, so each replica's loss is divided by ``num_replicas``)."""
+    loss_scaling = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
+    blur = cfg.train_mode == "pretrain" and cfg.use_blur
+
+    def replica_step(inputs):
+        images, labels = inputs
+        if blur:
+            images = blur_views(images, cfg.seed, optimizer.iterations, num_replicas)
+        variables = model.trainable_variables
+        with tf.GradientTape() as tape:
+            loss, metrics = compute_losses(model(images, training=True), labels, cfg)
+            decay = optim.weight_decay_loss(variables, cfg.weight_decay, cfg.optimizer)
+            loss += decay
+            scaled_loss = loss / num_replicas
+            if loss_scaling:  # float16: scale the loss so small gradients survive
+                scaled_loss = optimizer.get_scaled_loss(scaled_loss)
+        grads = tape.gradient(scaled_loss, variables)
+        if loss_scaling:
+            grads = optimizer.get_unscaled_gradients(grads)
+        # Variables that do not reach the loss (e.g. the projection head when fine-tuning
+        # from its input) have no gradient; leave them out rather than warn every step.
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        metrics.update(loss=loss, weight_decay=decay)
+        return loss / num_replicas, metrics
+
+    return tf.function(replica_step, jit_compile=True) if cfg.jit_compile else replica_step
