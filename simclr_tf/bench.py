@@ -189,6 +189,30 @@ def measure_eval(cfg: config_lib.Config, options: Options) -> float:
     return _iterate_for(ds, options.eval_seconds, per_batch)
 
 
+def _measure_steps(cfg: config_lib.Config, strategy, options: Options,
+                   report: Callable[[str], None]) -> Dict[str, float]:
+    """The step and its variants, between two measures of the matmul peak."""
+    report("measuring the float32 matmul peak ...")
+    before = matmul_gflops(options.matmul_calls)
+    report(f"measuring the pretraining step ({cfg.train_batch_size} images, "
+           f"{2 * cfg.train_batch_size} views) ...")
+    result = measure_step(cfg, strategy, options)
+    for name in options.variants:
+        report(f"measuring step variant {name} ...")
+        step = measure_step(dataclasses.replace(cfg, **VARIANTS[name]), strategy, options,
+                            sync_bn=True if name.startswith("sync_bn_") else None)
+        result[f"variant_{name}_views_per_sec"] = step["train_views_per_sec"]
+        result[f"variant_{name}_gflops"] = step["train_gflops"]
+    after = matmul_gflops(options.matmul_calls)
+    result["matmul_gflops"] = (before + after) / 2
+    result["matmul_gflops_before"], result["matmul_gflops_after"] = before, after
+    result["utilisation"] = result["train_gflops"] / result["matmul_gflops"]
+    for name in options.variants:
+        result[f"variant_{name}_utilisation"] = (result[f"variant_{name}_gflops"]
+                                                 / result["matmul_gflops"])
+    return result
+
+
 def run(cfg: config_lib.Config, options: Optional[Options] = None,
         report: Callable[[str], None] = print) -> Dict[str, float]:
     """Measures what ``options.parts`` names and returns the figures (see the module doc)."""
@@ -210,24 +234,7 @@ def run(cfg: config_lib.Config, options: Optional[Options] = None,
                                  "train_batch_size")
     result: Dict[str, float] = {}
     if "step" in options.parts:
-        report("measuring the float32 matmul peak ...")
-        before = matmul_gflops(options.matmul_calls)
-        report(f"measuring the pretraining step ({cfg.train_batch_size} images, "
-               f"{2 * cfg.train_batch_size} views) ...")
-        result.update(measure_step(cfg, strategy, options))
-        for name in options.variants:
-            report(f"measuring step variant {name} ...")
-            step = measure_step(dataclasses.replace(cfg, **VARIANTS[name]), strategy, options,
-                                sync_bn=True if name.startswith("sync_bn_") else None)
-            result[f"variant_{name}_views_per_sec"] = step["train_views_per_sec"]
-            result[f"variant_{name}_gflops"] = step["train_gflops"]
-        after = matmul_gflops(options.matmul_calls)
-        result["matmul_gflops"] = (before + after) / 2
-        result["matmul_gflops_before"], result["matmul_gflops_after"] = before, after
-        result["utilisation"] = result["train_gflops"] / result["matmul_gflops"]
-        for name in options.variants:
-            result[f"variant_{name}_utilisation"] = (result[f"variant_{name}_gflops"]
-                                                     / result["matmul_gflops"])
+        result.update(_measure_steps(cfg, strategy, options, report))
     if "input" in options.parts:
         report(f"measuring the input pipeline at {cfg.image_size} px from "
                f"{options.source_height}x{options.source_width} sources ...")

@@ -63,6 +63,16 @@ def _distort_batch(names):
     return fn
 
 
+def _example_map(mode, image_size, strength, impl, xla):
+    """The per-example map of ``mode``: ``fn(image, label[, seed])``."""
+    if mode == "pretrain":
+        return _pretrain_map(image_size, strength, impl, xla)
+    if mode == "finetune":
+        return lambda im, lb, seed=None: (
+            augment.preprocess_for_finetune(im, image_size, seed=seed), lb)
+    return lambda im, lb: (augment.preprocess_for_eval(im, image_size), lb)
+
+
 def build_dataset(source: Source, split: str, mode: str, global_batch_size: int,
                   image_size: int, input_context: Optional[tf.distribute.InputContext] = None,
                   color_jitter_strength: float = 1.0, color_jitter_impl: str = "v2",
@@ -102,13 +112,7 @@ def build_dataset(source: Source, split: str, mode: str, global_batch_size: int,
     if training:
         buffer = shuffle_buffer or batch * (50 if image_size <= 32 else 10)
         ds = ds.shuffle(buffer, seed=seed).repeat()
-    if mode == "pretrain":
-        fn = _pretrain_map(image_size, color_jitter_strength, color_jitter_impl, jit_augment)
-    elif mode == "finetune":
-        fn = lambda im, lb, seed=None: (  # noqa: E731
-            augment.preprocess_for_finetune(im, image_size, seed=seed), lb)
-    else:
-        fn = lambda im, lb: (augment.preprocess_for_eval(im, image_size), lb)  # noqa: E731
+    fn = _example_map(mode, image_size, color_jitter_strength, color_jitter_impl, jit_augment)
     if training and seed is not None:
         if input_context is not None:  # each input pipeline draws its own augmentations
             seed = seed * 1009 + input_context.input_pipeline_id
