@@ -133,7 +133,8 @@ def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
     data_lib.check_batch_divides(cfg.train_batch_size, num_replicas, "train_batch_size")
     data_lib.check_batch_divides(cfg.eval_batch_size, num_replicas, "eval_batch_size")
     inputs = build_inputs(cfg, strategy, source)
-    loop = _build_loop(cfg, strategy, inputs)
+    with trainer_lib.quiet_orbit():  # orbit reports its restore: "resumed from" says it
+        loop = _build_loop(cfg, strategy, inputs)
     _announce(cfg, inputs, loop, num_replicas)
     with trainer_lib.quiet_orbit():
         eval_result = _fit(cfg, strategy, loop, stop_on_signals)
