@@ -32,6 +32,7 @@ setup(
             "simclr-eval=simclr_tf.cli.evaluate:run",
             "simclr-export=simclr_tf.cli.export:run",
             "simclr-bench=simclr_tf.cli.bench:run",
+            "simclr-convert=simclr_tf.cli.convert:run",
         ]
     },
 )

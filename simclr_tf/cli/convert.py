@@ -1,0 +1,41 @@
+"""simclr-convert: a training checkpoint of the original SimCLR tf2 code as a run of this project.
+
+  simclr-convert --original=ORIGINAL_RUN/ckpt-N --model_dir=OUT [--dataset=... --data_dir=...]
+
+The architecture (depth, width, selective kernels, stem, heads) is read from the checkpoint
+and printed; architecture flags given here must agree with it. OUT gets ckpt-N (encoder,
+projection head, and the supervised head when the original has one), flags.txt and the
+export OUT/saved_model/N, so that `simclr-finetune --checkpoint=OUT`, `simclr-eval
+--model_dir=OUT` and `--hub_module=OUT/saved_model/N` take it like any run. The data flags
+given here are recorded in flags.txt for those programs.
+"""
+
+import os
+
+from absl import flags
+
+from simclr_tf.cli import flags as cli_flags
+
+cli_flags.define_flags(train_mode="finetune")
+ORIGINAL = flags.DEFINE_string(
+    "original", None, "The original's training checkpoint: a ckpt-N prefix or its folder.")
+
+
+def _write_flags(cfg):
+    cli_flags.write_flagfile(cfg, os.path.join(cfg.model_dir, "flags.txt"))
+
+
+def main(cfg, explicit):
+    if not ORIGINAL.value:
+        raise ValueError("--original is required: the original's ckpt-N prefix or its folder.")
+    from simclr_tf import convert  # late: keep --help and flag errors fast
+
+    convert.convert_checkpoint(ORIGINAL.value, cfg, explicit, before_save=_write_flags)
+
+
+def run():
+    cli_flags.run_program(main, "simclr-convert", __doc__, extra=("original",))
+
+
+if __name__ == "__main__":
+    run()

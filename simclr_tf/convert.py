@@ -1,0 +1,295 @@
+"""The original SimCLR tf2 code's training checkpoints as models of this project.
+
+The original writes ``tf.train.Checkpoint(model=..., optimizer=..., global_step=...)`` with
+object-graph keys such as ``model/resnet_model/block_groups/0/layers/0/conv2d_bn_layers/0/
+conv2d/kernel``. This module reads such a checkpoint, infers the architecture from its keys
+and shapes (depth from the blocks per group, width from the stem, selective kernels from their
+variables, the CIFAR stem from the stem's kernel, the heads from theirs), builds the model of
+this project, and fills every variable of it from one key of the original: a variable that no
+key fills is an error, and every key of the original is either used or named as left
+(optimizer slots, step counters).
+"""
+
+import dataclasses
+import os
+import re
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from simclr_tf import export as export_lib
+from simclr_tf import model as model_lib
+from simclr_tf import resnet
+from simclr_tf import rundir
+
+VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
+RESNET = "model/resnet_model/"
+PROJ_HEAD = "model/_projection_head/linear_layers/"
+SUP_HEAD = "model/supervised_head/linear_layer/dense/"
+SK_RATIO = 0.0625  # the only ratio of the original's selective-kernel models
+# Keys the conversion leaves, with the reason it says.
+LEFT = ((re.compile(r"OPTIMIZER_SLOT"), "optimizer slots"),
+        (re.compile(r"^optimizer/"), "optimizer state"),
+        (re.compile(r"^(global_step|save_counter)$"), "step counters"))
+OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"  # not a variable
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """What a checkpoint of the original holds, in this project's flag names."""
+
+    resnet_depth: int
+    width_multiplier: float
+    sk_ratio: float
+    cifar_stem: bool
+    num_proj_layers: int  # 0: no projection head (the SimCLRv1 models)
+    proj_out_dim: int
+    num_classes: Optional[int]  # None: no supervised head
+
+    @property
+    def proj_head_mode(self) -> str:
+        return "nonlinear" if self.num_proj_layers else "none"
+
+
+class OriginalCheckpoint:
+    """The values of an original tf2 training checkpoint, by key (``.ATTRIBUTES/...`` off)."""
+
+    def __init__(self, prefix: str):
+        reader = tf.train.load_checkpoint(prefix)
+        self.prefix = prefix
+        self.shapes: Dict[str, List[int]] = {}
+        self.left: Dict[str, List[str]] = {}
+        for key, shape in tf.train.list_variables(prefix):
+            key = key[:-len(VALUE)] if key.endswith(VALUE) else key
+            if key == OBJECT_GRAPH:
+                continue
+            reason = next((why for pattern, why in LEFT if pattern.search(key)), None)
+            if reason:
+                self.left.setdefault(reason, []).append(key)
+            else:
+                self.shapes[key] = shape
+        self._reader = reader
+        step_key = "global_step" + VALUE
+        self.step = int(reader.get_tensor(step_key)) if reader.has_tensor(step_key) else 0
+
+    def value(self, key: str) -> np.ndarray:
+        return self._reader.get_tensor(key + VALUE)
+
+    def architecture(self) -> Architecture:
+        """The architecture its keys and shapes describe (ValueError when they do not)."""
+        groups = {}
+        for key in self.shapes:
+            m = re.match(re.escape(RESNET) + r"block_groups/(\d+)/layers/(\d+)/(\w+?)/", key)
+            if m:
+                groups.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+        if sorted(groups) != [0, 1, 2, 3]:
+            raise ValueError(f"{self.prefix} is not a checkpoint of the original SimCLR tf2 "
+                             f"ResNet: no {RESNET}block_groups/0..3 keys.")
+        blocks = tuple(len(groups[g]) for g in range(4))
+        kind = "bottleneck" if any("conv_relu_dropblock_layers" in k for k in self.shapes) \
+            else "basic"
+        depth = next((d for d, spec in resnet.DEPTHS.items() if spec == (kind, blocks)), None)
+        if depth is None:
+            raise ValueError(f"{self.prefix}: {kind} blocks {blocks} per group match no ResNet "
+                             f"depth of {sorted(resnet.DEPTHS)}.")
+        sk = any("/conv2d_0/kernel" in k for k in self.shapes)
+        stem = self.shapes[RESNET + "initial_conv_relu_max_pool/0/conv2d/kernel"]
+        channels = stem[-1] * 2 if sk else stem[-1]  # the deep stem's first conv has half
+        proj = sorted({int(k[len(PROJ_HEAD):].split("/")[0]) for k in self.shapes
+                       if k.startswith(PROJ_HEAD)})
+        out_dim = self.shapes[f"{PROJ_HEAD}{proj[-1]}/dense/kernel"][-1] if proj else 0
+        sup = self.shapes.get(SUP_HEAD + "kernel")
+        return Architecture(resnet_depth=depth, width_multiplier=channels / 64,
+                            sk_ratio=SK_RATIO if sk else 0.0,
+                            cifar_stem=stem[0] == 3 and not sk,
+                            num_proj_layers=len(proj), proj_out_dim=out_dim,
+                            num_classes=int(sup[-1]) if sup else None)
+
+
+def _bn(layer, key: str) -> List[Tuple[tf.Variable, str]]:
+    """A Keras batch norm's variables and the original keys ``key/{gamma,beta,...}``."""
+    pairs = [(layer.gamma, key + "/gamma")]
+    if layer.center:
+        pairs.append((layer.beta, key + "/beta"))
+    return pairs + [(layer.moving_mean, key + "/moving_mean"),
+                    (layer.moving_variance, key + "/moving_variance")]
+
+
+def _conv(layer, key: str) -> List[Tuple[tf.Variable, str]]:
+    return [(layer.conv.kernel, key + "/conv2d/kernel")]
+
+
+def _stem_pairs(stem, sk: bool) -> List[Tuple[tf.Variable, str]]:
+    base = RESNET + "initial_conv_relu_max_pool/"
+    if not sk:  # conv, the initial_conv identity, batch norm
+        return _conv(stem.conv, base + "0") + _bn(stem.bn.bn, base + "2/bn")
+    conv1, bn1, conv2, bn2 = stem.pre  # ResNet-D deep stem: 3 convs, identity at 5
+    return (_conv(conv1, base + "0") + _bn(bn1.bn, base + "1/bn") + _conv(conv2, base + "2")
+            + _bn(bn2.bn, base + "3/bn") + _conv(stem.conv, base + "4")
+            + _bn(stem.bn.bn, base + "6/bn"))
+
+
+def _sk_pairs(sk_conv, key: str) -> List[Tuple[tf.Variable, str]]:
+    return (_conv(sk_conv.conv, key + "/conv2d_fixed_padding")
+            + _bn(sk_conv.bn.bn, key + "/batch_norm_relu/bn")
+            + [(sk_conv.squeeze.kernel, key + "/conv2d_0/kernel")]
+            + _bn(sk_conv.squeeze_bn.bn, key + "/batch_norm_relu_1/bn")
+            + [(sk_conv.excite.kernel, key + "/conv2d_1/kernel")])
+
+
+def _block_pairs(block, key: str, sk: bool) -> List[Tuple[tf.Variable, str]]:
+    """A residual block: the main path's layers by the original's indices (its Dropblock,
+    ReLU and identity layers hold no variables but count), then the projection shortcut."""
+    pairs = []
+    if block.kind == "basic":  # conv, bn, conv, bn
+        path, indices = "conv2d_bn_layers", (0, 1, 2, 3)
+    elif sk:  # conv, bn, relu, SK conv, dropblock, conv, bn
+        path, indices = "conv_relu_dropblock_layers", (0, 1, 3, 5, 6)
+    else:  # conv, bn, dropblock, conv, bn, dropblock, conv, bn
+        path, indices = "conv_relu_dropblock_layers", (0, 1, 3, 4, 6, 7)
+    for layer, index in zip(block.layers_, indices):
+        sub = f"{key}/{path}/{index}"
+        if isinstance(layer, resnet._SKConv):  # noqa: SLF001
+            pairs += _sk_pairs(layer, sub)
+        elif hasattr(layer, "bn"):
+            pairs += _bn(layer.bn, sub + "/bn")
+        else:
+            pairs += _conv(layer, sub)
+    if block.shortcut is not None:  # SK: [fixed padding when strided,] average pool first
+        first = (2 if block.shortcut.strides > 1 else 1) if sk else 0
+        conv, bn = first, first + 1
+        path = "projection_layers" if block.kind == "bottleneck" else "shortcut_layers"
+        pairs += _conv(block.shortcut.conv, f"{key}/{path}/{conv}")
+        pairs += _bn(block.shortcut.bn.bn, f"{key}/{path}/{bn}/bn")
+    return pairs
+
+
+def variable_pairs(model, sk: bool) -> List[Tuple[tf.Variable, str]]:
+    """Every variable of ``model`` (a built ``SimCLRModel``) with the original key it takes."""
+    encoder = model.encoder
+    pairs = _stem_pairs(encoder.stem, sk)
+    for g, group in enumerate(encoder.block_groups):
+        for b, block in enumerate(group.blocks):
+            pairs += _block_pairs(block, f"{RESNET}block_groups/{g}/layers/{b}", sk)
+    for j, layer in enumerate(model.projection_head.layers_):
+        pairs += [(layer.dense.kernel, f"{PROJ_HEAD}{j}/dense/kernel")]
+        pairs += _bn(layer.bn, f"{PROJ_HEAD}{j}/bn_relu/bn")
+    if model.supervised_head is not None:
+        dense = model.supervised_head.dense
+        pairs += [(dense.kernel, SUP_HEAD + "kernel"), (dense.bias, SUP_HEAD + "bias")]
+    return pairs
+
+
+def fill(model, original: OriginalCheckpoint, sk: bool) -> List[str]:
+    """Assigns every variable of ``model`` from ``original``; returns the original keys that
+    were not used. Raises ValueError naming a variable without a key or of another shape."""
+    pairs = variable_pairs(model, sk)
+    missing = [key for _, key in pairs if key not in original.shapes]
+    if missing:
+        raise ValueError(f"{original.prefix} has no value for {len(missing)} variable(s) of "
+                         f"the model, e.g. {missing[:3]}: it is not the architecture read "
+                         "from it.")
+    for variable, key in pairs:
+        value = original.value(key)
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(f"{key} is {list(value.shape)} in {original.prefix} but "
+                             f"{variable.shape.as_list()} in the model ({variable.name}).")
+        variable.assign(value)
+    used = {key for _, key in pairs}
+    return sorted(k for k in original.shapes if k not in used)
+
+
+ARCH_FLAGS = ("resnet_depth", "width_multiplier", "sk_ratio", "proj_head_mode",
+              "num_proj_layers", "proj_out_dim")
+
+
+def resolve_original(path: str) -> str:
+    """The checkpoint prefix of ``path`` (a ``ckpt-N`` prefix or the folder holding it)."""
+    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+        raise ValueError(f"{path} is a SavedModel; this version converts the original's "
+                         "training checkpoints (a ckpt-N prefix or its folder) only.")
+    if tf.io.gfile.isdir(path):
+        # The newest the folder's 'checkpoint' file names, else the highest ckpt-N in it.
+        prefix = tf.train.latest_checkpoint(path)
+        numbered = [(int(m.group(1)), p[:-len(".index")]) for p in
+                    tf.io.gfile.glob(os.path.join(path, "*-*.index"))
+                    for m in [re.search(r"-(\d+)\.index$", p)] if m]
+        if not prefix and not numbered:
+            raise ValueError(f"{path} holds no checkpoint (no ckpt-N.index); give the "
+                             "original run's folder or a ckpt-N prefix.")
+        return prefix or max(numbered)[1]
+    if not tf.io.gfile.exists(path + ".index"):
+        raise ValueError(f"--original={path!r} does not exist: give a ckpt-N prefix of the "
+                         "original's run or the folder holding it.")
+    return path
+
+
+def config_for(cfg, arch: Architecture, explicit=frozenset()):
+    """``cfg`` with the architecture read from the original; a flag given on the command
+    line (``explicit``) that disagrees with it is an error naming both."""
+    read = {"resnet_depth": arch.resnet_depth, "width_multiplier": arch.width_multiplier,
+            "sk_ratio": arch.sk_ratio, "proj_head_mode": arch.proj_head_mode,
+            "num_proj_layers": max(arch.num_proj_layers, 1),
+            "proj_out_dim": arch.proj_out_dim or cfg.proj_out_dim}
+    differ = [f"--{name}={getattr(cfg, name)} (the checkpoint holds {value})"
+              for name, value in read.items()
+              if name in explicit and getattr(cfg, name) != value]
+    image_size = cfg.image_size if "image_size" in explicit else (32 if arch.cifar_stem
+                                                                 else 224)
+    if (image_size <= 32) != arch.cifar_stem:
+        differ.append(f"--image_size={image_size} (the checkpoint has the "
+                      f"{'CIFAR' if arch.cifar_stem else 'ImageNet'} stem, for images "
+                      f"{'<= 32' if arch.cifar_stem else '> 32'} px)")
+    if differ:
+        raise ValueError("the flags disagree with the original's checkpoint: "
+                         + "; ".join(differ) + ".")
+    return dataclasses.replace(cfg, image_size=image_size, **read)
+
+
+def describe(arch: Architecture) -> str:
+    """One line: the architecture as this project's flags."""
+    head = (f"{arch.num_proj_layers}-layer projection head to {arch.proj_out_dim}"
+            if arch.num_proj_layers else "no projection head")
+    classes = f"{arch.num_classes}-class supervised head" if arch.num_classes else \
+        "no supervised head"
+    return (f"ResNet-{arch.resnet_depth} x{arch.width_multiplier:g}"
+            f"{f', selective kernels {arch.sk_ratio:g}' if arch.sk_ratio else ''}, "
+            f"{'CIFAR' if arch.cifar_stem else 'ImageNet'} stem, {head}, {classes}")
+
+
+def convert_checkpoint(path: str, cfg, explicit=frozenset(),
+                       before_save: Optional[Callable] = None) -> Dict:
+    """Makes ``cfg.model_dir`` a run of this project from the original's checkpoint at
+    ``path``: ``ckpt-<step>`` (encoder, projection head, supervised head when present) and
+    its export in ``saved_model/<step>``. ``before_save(cfg)`` gets the run's config once the
+    architecture is read (the program writes flags.txt). Returns the paths and the
+    architecture. Raises ValueError naming what does not fit."""
+    original = OriginalCheckpoint(resolve_original(path))
+    arch = original.architecture()
+    print(f"{original.prefix}: {describe(arch)}", flush=True)
+    cfg = config_for(dataclasses.replace(cfg, train_mode="finetune"), arch, explicit)
+    cfg.validate()
+    if tf.train.latest_checkpoint(cfg.model_dir):
+        raise ValueError(f"--model_dir={cfg.model_dir} already holds a run's checkpoints; "
+                         "give an empty or new folder.")
+    model = model_lib.from_config(cfg, arch.num_classes)
+    unused = fill(model, original, sk=arch.sk_ratio > 0)
+    if unused:
+        raise ValueError(f"{len(unused)} variable(s) of {original.prefix} have no place in "
+                         f"the model, e.g. {unused[:3]}.")
+    left = ", ".join(f"{why} ({len(keys)})" for why, keys in sorted(original.left.items()))
+    print(f"converted every model variable of {original.prefix}; left: {left or 'nothing'}",
+          flush=True)
+    tf.io.gfile.makedirs(cfg.model_dir)
+    with rundir.RunLock(cfg.model_dir):
+        if before_save is not None:
+            before_save(cfg)
+        manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
+                                             cfg.model_dir, max_to_keep=1)
+        prefix = manager.save(checkpoint_number=original.step)
+        target = os.path.join(cfg.model_dir, export_lib.EXPORTS_SUBDIR, str(original.step))
+        export_lib.export_checkpoint(cfg, prefix, target)
+    print(f"wrote {prefix} and its export {target}", flush=True)
+    return {"checkpoint": prefix, "saved_model": target, "architecture": arch,
+            "config": cfg}

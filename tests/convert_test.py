@@ -1,0 +1,154 @@
+"""Converting the original SimCLR tf2 code's training checkpoints (convert.py).
+
+The checkpoints are written with exactly the original's keys (tests/data/original_layouts,
+measured by running the original), channel counts scaled down to keep the tests small, and
+seeded values; the converted model must give the endpoints of an independent forward pass
+written from the original's definition (tests/original_model.py).
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import simclr_tf  # noqa: F401
+from simclr_tf import checkpoints, convert
+from simclr_tf import model as model_lib
+from simclr_tf.config import Config
+
+import original_model
+
+CASES = {  # listing, channel scale, the architecture it must be read as
+    "r18_cifar": ("r18_cifar", 0.25, dict(resnet_depth=18, width_multiplier=0.25,
+                                          sk_ratio=0.0, cifar_stem=True, num_proj_layers=3,
+                                          proj_out_dim=32, num_classes=10)),
+    "r50_1x": ("r50_1x_sk0", 1 / 16, dict(resnet_depth=50, width_multiplier=1 / 16,
+                                          sk_ratio=0.0, cifar_stem=False, num_proj_layers=3,
+                                          proj_out_dim=8, num_classes=1000)),
+    "r50_1x_sk": ("r50_1x_sk1", 1 / 16, dict(resnet_depth=50, width_multiplier=1 / 16,
+                                             sk_ratio=0.0625, cifar_stem=False,
+                                             num_proj_layers=3, proj_out_dim=8,
+                                             num_classes=1000)),
+    "r50_2x": ("r50_2x_sk0", 1 / 16, dict(resnet_depth=50, width_multiplier=2 / 16,
+                                          sk_ratio=0.0, cifar_stem=False, num_proj_layers=3,
+                                          proj_out_dim=8, num_classes=1000)),
+}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BLOCKS = {18: ("basic", (2, 2, 2, 2)), 50: ("bottleneck", (3, 4, 6, 3))}
+
+
+def _model(arch, size):
+    model = model_lib.build_model(
+        resnet_depth=arch.resnet_depth, width_multiplier=arch.width_multiplier,
+        sk_ratio=arch.sk_ratio, image_size=size, proj_head_mode=arch.proj_head_mode,
+        num_proj_layers=arch.num_proj_layers, proj_out_dim=arch.proj_out_dim,
+        num_classes=arch.num_classes, mode="finetune")
+    model(tf.zeros([1, size, size, 3]), training=False)
+    return model
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_converted_checkpoint_gives_the_original_endpoints(case, tmp_path):
+    listing, scale, expected = CASES[case]
+    values = original_model.values_for(original_model.layout(listing, scale), seed=1)
+    prefix = original_model.write_checkpoint(str(tmp_path), values, step=7)
+    original = convert.OriginalCheckpoint(prefix)
+    assert set(original.shapes) == set(values)  # the written keys are the listing's
+    arch = original.architecture()
+    assert dataclasses_dict(arch) == expected
+    assert original.step == 7
+    size = 32 if arch.cifar_stem else 64
+    model = _model(arch, size)
+    unused = convert.fill(model, original, sk=arch.sk_ratio > 0)
+    assert unused == []  # every variable of the original went somewhere
+    images = np.random.default_rng(2).uniform(size=[2, size, size, 3]).astype(np.float32)
+    kind, blocks = BLOCKS[arch.resnet_depth]
+    want = original_model.forward(values, images, blocks, kind, arch.sk_ratio > 0,
+                                  arch.cifar_stem)
+    got = model(images, training=False, return_endpoints=True)
+    for name in ("block_group1", "block_group4", "final_avg_pool", "proj_head_output",
+                 "logits_sup"):
+        scale_ = float(np.abs(want[name]).max())
+        np.testing.assert_allclose(got[name].numpy(), want[name].numpy(),
+                                   atol=1e-4 * max(scale_, 1.0), rtol=1e-4, err_msg=name)
+
+
+def dataclasses_dict(arch):
+    import dataclasses  # noqa: PLC0415
+
+    return dataclasses.asdict(arch)
+
+
+def test_a_variable_the_original_lacks_is_named(tmp_path):
+    values = original_model.values_for(original_model.layout("r18_cifar", 0.25))
+    del values["model/resnet_model/block_groups/2/layers/1/conv2d_bn_layers/3/bn/gamma"]
+    original = convert.OriginalCheckpoint(original_model.write_checkpoint(str(tmp_path), values))
+    model = _model(original.architecture(), 32)
+    with pytest.raises(ValueError, match="block_groups/2/layers/1/conv2d_bn_layers/3/bn/gamma"):
+        convert.fill(model, original, sk=False)
+
+
+def test_a_checkpoint_of_something_else_is_named(tmp_path):
+    prefix = tf.train.Checkpoint(v=tf.Variable(1.0)).write(str(tmp_path / "ckpt-1"))
+    with pytest.raises(ValueError, match="is not a checkpoint of the original SimCLR tf2"):
+        convert.OriginalCheckpoint(prefix).architecture()
+
+
+@pytest.fixture(scope="module")
+def r18_original(tmp_path_factory):
+    """An original-layout ResNet-18 CIFAR checkpoint (width 0.25) and its values."""
+    values = original_model.values_for(original_model.layout("r18_cifar", 0.25), seed=4)
+    directory = tmp_path_factory.mktemp("original")
+    return original_model.write_checkpoint(str(directory), values, step=9), values
+
+
+def test_simclr_convert_makes_a_run_that_the_programs_and_the_colab_snippet_read(
+        r18_original, tmp_path):
+    prefix, values = r18_original
+    out = tmp_path / "converted"
+    proc = subprocess.run(
+        [sys.executable, "-m", "simclr_tf.cli.convert", f"--original={os.path.dirname(prefix)}",
+         f"--model_dir={out}", "--dataset=cifar10", "--eval_split=test"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ResNet-18 x0.25, CIFAR stem, 3-layer projection head to 32, 10-class " \
+        "supervised head" in proc.stdout, proc.stdout
+    assert "left: step counters (1)" in proc.stdout, proc.stdout
+    flags_txt = (out / "flags.txt").read_text()
+    for line in ("--resnet_depth=18", "--width_multiplier=0.25", "--image_size=32",
+                 "--dataset=cifar10", "--num_proj_layers=3", "--proj_out_dim=32"):
+        assert line in flags_txt.splitlines(), line
+    # The original README's linear-eval snippet, on the export: its features are the
+    # original's forward pass.
+    images = np.random.default_rng(5).uniform(size=[2, 32, 32, 3]).astype(np.float32)
+    hub = tf.saved_model.load(str(out / "saved_model" / "9"))
+    features = hub(images, trainable=False)["final_avg_pool"]
+    want = original_model.forward(values, images, (2, 2, 2, 2), "basic", False, True)
+    np.testing.assert_allclose(features.numpy(), want["final_avg_pool"].numpy(),
+                               rtol=1e-4, atol=1e-4)
+    # simclr-finetune --checkpoint=OUT reads the encoder from it.
+    cfg = Config(model_dir=str(tmp_path / "ft"), train_mode="finetune", resnet_depth=18,
+                 width_multiplier=0.25, image_size=32, num_proj_layers=3, proj_out_dim=32)
+    model = model_lib.from_config(cfg, 10)
+    checkpoints.restore_pretrained(model, str(out))
+    np.testing.assert_allclose(model(images, training=False)["proj_head_output"].numpy(),
+                               want["proj_head_output"].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_flags_that_disagree_with_the_checkpoint_and_a_used_folder_are_named(
+        r18_original, tmp_path):
+    prefix, _ = r18_original
+    cfg = Config(model_dir=str(tmp_path / "out"), resnet_depth=50, width_multiplier=0.25)
+    with pytest.raises(ValueError, match=r"--resnet_depth=50 \(the checkpoint holds 18\)"):
+        convert.convert_checkpoint(prefix, cfg, {"resnet_depth"})
+    with pytest.raises(ValueError, match=r"--image_size=224 \(the checkpoint has the CIFAR"):
+        convert.convert_checkpoint(prefix, cfg, {"image_size"})
+    used = tmp_path / "used"
+    tf.train.Checkpoint(v=tf.Variable(1.0)).save(str(used / "ckpt"))
+    with pytest.raises(ValueError, match="already holds a run's checkpoints"):
+        convert.convert_checkpoint(prefix, Config(model_dir=str(used)))
+    with pytest.raises(ValueError, match="does not exist"):
+        convert.convert_checkpoint(str(tmp_path / "nowhere"), Config(model_dir=str(used)))
