@@ -4,7 +4,7 @@ TF 2.20 writes some C++ log lines straight to the process's stderr, whatever
 ``TF_CPP_MIN_LOG_LEVEL`` says: ``failed call to cuInit`` on a machine without a GPU driver,
 ``Compiled cluster using XLA!`` with absl's "before absl::InitializeLog()" banner, and
 libjpeg's complaint about each broken JPEG, at every epoch (the folder source names the
-broken files itself, once). The
+broken files itself, once), and grappler's two lines each time the benchmark counts FLOPs. The
 programs route file descriptor 2 through a pipe whose reader drops exactly those lines and
 passes everything else on at once (``--verbosity`` given: nothing is filtered).
 """
@@ -17,7 +17,9 @@ import threading
 
 NOISE = re.compile(rb"failed call to cuInit|Compiled cluster using XLA|"
                    rb"All log messages before absl::InitializeLog\(\) is called|"
-                   rb"^Input file read error$|^Premature end of JPEG file$")
+                   rb"^Input file read error$|^Premature end of JPEG file$|"
+                   rb"devices\.cc:\d+\] Number of eligible GPUs|"
+                   rb"single_machine\.cc:\d+\] Starting new session")
 
 
 def _forward(read_fd: int, real_fd: int):
