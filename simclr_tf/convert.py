@@ -1,4 +1,5 @@
-"""The original SimCLR tf2 code's training checkpoints as models of this project.
+"""The original SimCLR code's models (tf2 training checkpoints; its SavedModels through
+``convert_savedmodel``) as models of this project.
 
 The original writes ``tf.train.Checkpoint(model=..., optimizer=..., global_step=...)`` with
 object-graph keys such as ``model/resnet_model/block_groups/0/layers/0/conv2d_bn_layers/0/
@@ -138,24 +139,30 @@ def _sk_pairs(sk_conv, key: str) -> List[Tuple[tf.Variable, str]]:
             + [(sk_conv.excite.kernel, key + "/conv2d_1/kernel")])
 
 
+def main_path_slots(kind: str, sk: bool) -> Tuple[str, Tuple[int, ...], Tuple[int, ...]]:
+    """Where the original keeps a block's main path: the list's name, the positions of its
+    convolutions and of their batch norms (its ReLU, Dropblock and identity layers hold no
+    variables but count; the SK convolution of a SimCLRv2 block sits at 3)."""
+    if kind == "basic":
+        return "conv2d_bn_layers", (0, 2), (1, 3)
+    if sk:
+        return "conv_relu_dropblock_layers", (0, 5), (1, 6)
+    return "conv_relu_dropblock_layers", (0, 3, 6), (1, 4, 7)
+
+
 def _block_pairs(block, key: str, sk: bool) -> List[Tuple[tf.Variable, str]]:
-    """A residual block: the main path's layers by the original's indices (its Dropblock,
-    ReLU and identity layers hold no variables but count), then the projection shortcut."""
+    """A residual block: the main path's layers at the original's positions, then the
+    projection shortcut."""
     pairs = []
-    if block.kind == "basic":  # conv, bn, conv, bn
-        path, indices = "conv2d_bn_layers", (0, 1, 2, 3)
-    elif sk:  # conv, bn, relu, SK conv, dropblock, conv, bn
-        path, indices = "conv_relu_dropblock_layers", (0, 1, 3, 5, 6)
-    else:  # conv, bn, dropblock, conv, bn, dropblock, conv, bn
-        path, indices = "conv_relu_dropblock_layers", (0, 1, 3, 4, 6, 7)
-    for layer, index in zip(block.layers_, indices):
-        sub = f"{key}/{path}/{index}"
+    path, convs, bns = main_path_slots(block.kind, sk)
+    convs, bns = iter(convs), iter(bns)
+    for layer in block.layers_:
         if isinstance(layer, resnet._SKConv):  # noqa: SLF001
-            pairs += _sk_pairs(layer, sub)
+            pairs += _sk_pairs(layer, f"{key}/{path}/3")
         elif hasattr(layer, "bn"):
-            pairs += _bn(layer.bn, sub + "/bn")
+            pairs += _bn(layer.bn, f"{key}/{path}/{next(bns)}/bn")
         else:
-            pairs += _conv(layer, sub)
+            pairs += _conv(layer, f"{key}/{path}/{next(convs)}")
     if block.shortcut is not None:  # SK: [fixed padding when strided,] average pool first
         first = (2 if block.shortcut.strides > 1 else 1) if sk else 0
         conv, bn = first, first + 1
@@ -204,11 +211,18 @@ ARCH_FLAGS = ("resnet_depth", "width_multiplier", "sk_ratio", "proj_head_mode",
               "num_proj_layers", "proj_out_dim")
 
 
+def open_original(path: str) -> OriginalCheckpoint:
+    """The original's model at ``path``: a SavedModel folder (the published models), a
+    training checkpoint's ``ckpt-N`` prefix, or the folder holding the checkpoints."""
+    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+        from simclr_tf import convert_savedmodel  # noqa: PLC0415 (imports this module)
+
+        return convert_savedmodel.OriginalSavedModel(path)
+    return OriginalCheckpoint(resolve_original(path))
+
+
 def resolve_original(path: str) -> str:
     """The checkpoint prefix of ``path`` (a ``ckpt-N`` prefix or the folder holding it)."""
-    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-        raise ValueError(f"{path} is a SavedModel; this version converts the original's "
-                         "training checkpoints (a ckpt-N prefix or its folder) only.")
     if tf.io.gfile.isdir(path):
         # The newest the folder's 'checkpoint' file names, else the highest ckpt-N in it.
         prefix = tf.train.latest_checkpoint(path)
@@ -220,8 +234,8 @@ def resolve_original(path: str) -> str:
                              "original run's folder or a ckpt-N prefix.")
         return prefix or max(numbered)[1]
     if not tf.io.gfile.exists(path + ".index"):
-        raise ValueError(f"--original={path!r} does not exist: give a ckpt-N prefix of the "
-                         "original's run or the folder holding it.")
+        raise ValueError(f"--original={path!r} does not exist: give the original's SavedModel "
+                         "folder, a ckpt-N prefix of its run, or the folder holding it.")
     return path
 
 
@@ -265,7 +279,7 @@ def convert_checkpoint(path: str, cfg, explicit=frozenset(),
     its export in ``saved_model/<step>``. ``before_save(cfg)`` gets the run's config once the
     architecture is read (the program writes flags.txt). Returns the paths and the
     architecture. Raises ValueError naming what does not fit."""
-    original = OriginalCheckpoint(resolve_original(path))
+    original = open_original(path)
     arch = original.architecture()
     print(f"{original.prefix}: {describe(arch)}", flush=True)
     cfg = config_for(dataclasses.replace(cfg, train_mode="finetune"), arch, explicit)

@@ -40,6 +40,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCKS = {18: ("basic", (2, 2, 2, 2)), 50: ("bottleneck", (3, 4, 6, 3))}
 
 
+def _assert_endpoints(got, want):
+    """Every compared endpoint within 1e-4 of the original's (relative to its scale)."""
+    for name in ("block_group1", "block_group4", "final_avg_pool", "proj_head_output",
+                 "logits_sup"):
+        scale = max(float(np.abs(want[name]).max()), 1.0)
+        np.testing.assert_allclose(got[name].numpy(), want[name].numpy(), atol=1e-4 * scale,
+                                   rtol=1e-4, err_msg=name)
+
+
 def _model(arch, size):
     model = model_lib.build_model(
         resnet_depth=arch.resnet_depth, width_multiplier=arch.width_multiplier,
@@ -68,12 +77,7 @@ def test_converted_checkpoint_gives_the_original_endpoints(case, tmp_path):
     kind, blocks = BLOCKS[arch.resnet_depth]
     want = original_model.forward(values, images, blocks, kind, arch.sk_ratio > 0,
                                   arch.cifar_stem)
-    got = model(images, training=False, return_endpoints=True)
-    for name in ("block_group1", "block_group4", "final_avg_pool", "proj_head_output",
-                 "logits_sup"):
-        scale_ = float(np.abs(want[name]).max())
-        np.testing.assert_allclose(got[name].numpy(), want[name].numpy(),
-                                   atol=1e-4 * max(scale_, 1.0), rtol=1e-4, err_msg=name)
+    _assert_endpoints(model(images, training=False, return_endpoints=True), want)
 
 
 def dataclasses_dict(arch):
@@ -152,3 +156,27 @@ def test_flags_that_disagree_with_the_checkpoint_and_a_used_folder_are_named(
         convert.convert_checkpoint(prefix, Config(model_dir=str(used)))
     with pytest.raises(ValueError, match="does not exist"):
         convert.convert_checkpoint(str(tmp_path / "nowhere"), Config(model_dir=str(used)))
+
+
+@pytest.mark.parametrize("case", ["r18_cifar", "r50_1x_sk"])
+def test_converted_savedmodel_gives_the_original_endpoints(case, tmp_path):
+    # The published models' form: variables by position, Keras names in the object graph.
+    listing, scale, expected = CASES[case]
+    path, values = original_model.write_savedmodel(str(tmp_path / "sm"), listing, scale, seed=3)
+    original = convert.open_original(path)
+    assert dataclasses_dict(original.architecture()) == expected
+    arch = original.architecture()
+    size = 32 if arch.cifar_stem else 64
+    model = _model(arch, size)
+    assert convert.fill(model, original, sk=arch.sk_ratio > 0) == []
+    images = np.random.default_rng(6).uniform(size=[2, size, size, 3]).astype(np.float32)
+    kind, blocks = BLOCKS[arch.resnet_depth]
+    want = original_model.forward(values, images, blocks, kind, arch.sk_ratio > 0,
+                                  arch.cifar_stem)
+    _assert_endpoints(model(images, training=False, return_endpoints=True), want)
+    if case == "r18_cifar":  # the whole conversion, as simclr-convert runs it
+        result = convert.convert_checkpoint(path, Config(model_dir=str(tmp_path / "out")))
+        assert result["checkpoint"].endswith("ckpt-0")
+        hub = tf.saved_model.load(result["saved_model"])
+        np.testing.assert_allclose(hub(images, trainable=False)["final_avg_pool"].numpy(),
+                                   want["final_avg_pool"].numpy(), rtol=1e-4, atol=1e-4)

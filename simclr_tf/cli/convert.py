@@ -1,6 +1,9 @@
-"""simclr-convert: a training checkpoint of the original SimCLR tf2 code as a run of this project.
+"""simclr-convert: a model of the original SimCLR code as a run of this project.
 
-  simclr-convert --original=ORIGINAL_RUN/ckpt-N --model_dir=OUT [--dataset=... --data_dir=...]
+  simclr-convert --original=PATH --model_dir=OUT [--dataset=... --data_dir=...]
+
+PATH is a SavedModel of the original (the published SimCLRv1 / v2 models), a training
+checkpoint of its tf2 code (a ckpt-N prefix) or the folder holding such checkpoints.
 
 The architecture (depth, width, selective kernels, stem, heads) is read from the checkpoint
 and printed; architecture flags given here must agree with it. OUT gets ckpt-N (encoder,
@@ -18,7 +21,8 @@ from simclr_tf.cli import flags as cli_flags
 
 cli_flags.define_flags(train_mode="finetune")
 ORIGINAL = flags.DEFINE_string(
-    "original", None, "The original's training checkpoint: a ckpt-N prefix or its folder.")
+    "original", None, "The original's model: a SavedModel folder, a training checkpoint's "
+    "ckpt-N prefix, or the folder holding the checkpoints.")
 
 
 def _write_flags(cfg):
@@ -27,7 +31,8 @@ def _write_flags(cfg):
 
 def main(cfg, explicit):
     if not ORIGINAL.value:
-        raise ValueError("--original is required: the original's ckpt-N prefix or its folder.")
+        raise ValueError("--original is required: the original's SavedModel folder, ckpt-N "
+                         "prefix or checkpoint folder.")
     from simclr_tf import convert  # late: keep --help and flag errors fast
 
     convert.convert_checkpoint(ORIGINAL.value, cfg, explicit, before_save=_write_flags)
