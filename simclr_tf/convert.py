@@ -207,10 +207,6 @@ def fill(model, original: OriginalCheckpoint, sk: bool) -> List[str]:
     return sorted(k for k in original.shapes if k not in used)
 
 
-ARCH_FLAGS = ("resnet_depth", "width_multiplier", "sk_ratio", "proj_head_mode",
-              "num_proj_layers", "proj_out_dim")
-
-
 def open_original(path: str) -> OriginalCheckpoint:
     """The original's model at ``path``: a SavedModel folder (the published models), a
     training checkpoint's ``ckpt-N`` prefix, or the folder holding the checkpoints."""
