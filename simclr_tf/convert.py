@@ -207,6 +207,36 @@ def fill(model, original: OriginalCheckpoint, sk: bool) -> List[str]:
     return sorted(k for k in original.shapes if k not in used)
 
 
+def _fill_all(model, original: OriginalCheckpoint, arch: Architecture):
+    """``fill``, and an error when a variable of the original has no place in the model."""
+    unused = fill(model, original, sk=arch.sk_ratio > 0)
+    if unused:
+        raise ValueError(f"{len(unused)} variable(s) of {original.prefix} have no place in "
+                         f"the model, e.g. {unused[:3]}.")
+
+
+def load_original(path: str, image_size: Optional[int] = None):
+    """The original's model at ``path`` (see ``open_original``) as a model of this project,
+    in fine-tuning mode, every variable filled: for notebooks. ``image_size`` only picks the
+    stem's kind (<= 32 px: the CIFAR stem) and defaults to what the checkpoint holds; the
+    model takes images of any size. Call it with ``training=False`` for the original's
+    inference mode; ``return_endpoints=True`` gives the original's endpoint names."""
+    original = open_original(path)
+    arch = original.architecture()
+    size = image_size or (32 if arch.cifar_stem else 224)
+    if (size <= 32) != arch.cifar_stem:
+        raise ValueError(f"image_size={size} does not fit {describe(arch)} (the CIFAR stem "
+                         "is for images <= 32 px).")
+    model = model_lib.build_model(
+        resnet_depth=arch.resnet_depth, width_multiplier=arch.width_multiplier,
+        sk_ratio=arch.sk_ratio, image_size=size, proj_head_mode=arch.proj_head_mode,
+        num_proj_layers=max(arch.num_proj_layers, 1), proj_out_dim=arch.proj_out_dim or 128,
+        num_classes=arch.num_classes, mode="finetune")
+    model(tf.zeros([1, size, size, 3]), training=False)
+    _fill_all(model, original, arch)
+    return model
+
+
 def open_original(path: str) -> OriginalCheckpoint:
     """The original's model at ``path``: a SavedModel folder (the published models), a
     training checkpoint's ``ckpt-N`` prefix, or the folder holding the checkpoints."""
@@ -284,10 +314,7 @@ def convert_checkpoint(path: str, cfg, explicit=frozenset(),
         raise ValueError(f"--model_dir={cfg.model_dir} already holds a run's checkpoints; "
                          "give an empty or new folder.")
     model = model_lib.from_config(cfg, arch.num_classes)
-    unused = fill(model, original, sk=arch.sk_ratio > 0)
-    if unused:
-        raise ValueError(f"{len(unused)} variable(s) of {original.prefix} have no place in "
-                         f"the model, e.g. {unused[:3]}.")
+    _fill_all(model, original, arch)
     left = ", ".join(f"{why} ({len(keys)})" for why, keys in sorted(original.left.items()))
     print(f"converted every model variable of {original.prefix}; left: {left or 'nothing'}",
           flush=True)

@@ -143,8 +143,8 @@ class OriginalSavedModel(convert.OriginalCheckpoint):
         expected = (resnet_keys(kind, blocks, sk), head_keys(num_layers),
                     [convert.SUP_HEAD + "kernel", convert.SUP_HEAD + "bias"])
         self.shapes, self._stored, self.step = {}, {}, 0
-        self.left = {"the same variables listed again": [
-            p for p in names if not p.startswith(SECTIONS)]}
+        again = [p for p in names if not p.startswith(SECTIONS)]
+        self.left = {"the same variables listed again": again} if again else {}
         for section, keys in zip(SECTIONS, expected):
             self._read_section(names, section, keys)
 

@@ -40,13 +40,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCKS = {18: ("basic", (2, 2, 2, 2)), 50: ("bottleneck", (3, 4, 6, 3))}
 
 
+def _assert_close(got, want, name):
+    """Within 1e-4 of ``want``, relative to its scale."""
+    scale = max(float(np.abs(want).max()), 1.0)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4 * scale,
+                               rtol=1e-4, err_msg=name)
+
+
 def _assert_endpoints(got, want):
     """Every compared endpoint within 1e-4 of the original's (relative to its scale)."""
     for name in ("block_group1", "block_group4", "final_avg_pool", "proj_head_output",
                  "logits_sup"):
-        scale = max(float(np.abs(want[name]).max()), 1.0)
-        np.testing.assert_allclose(got[name].numpy(), want[name].numpy(), atol=1e-4 * scale,
-                                   rtol=1e-4, err_msg=name)
+        _assert_close(got[name], want[name], name)
 
 
 def _model(arch, size):
@@ -158,25 +163,40 @@ def test_flags_that_disagree_with_the_checkpoint_and_a_used_folder_are_named(
         convert.convert_checkpoint(str(tmp_path / "nowhere"), Config(model_dir=str(used)))
 
 
-@pytest.mark.parametrize("case", ["r18_cifar", "r50_1x_sk"])
+SAVEDMODEL_CASES = {  # case -> (the CASES entry, projection head kept)
+    "r18_cifar": ("r18_cifar", True),
+    "r50_1x_sk": ("r50_1x_sk", True),
+    "r50_2x_v1": ("r50_2x", False),  # the SimCLRv1 models' form: no projection head
+}
+
+
+@pytest.mark.parametrize("case", list(SAVEDMODEL_CASES))
 def test_converted_savedmodel_gives_the_original_endpoints(case, tmp_path):
     # The published models' form: variables by position, Keras names in the object graph.
-    listing, scale, expected = CASES[case]
-    path, values = original_model.write_savedmodel(str(tmp_path / "sm"), listing, scale, seed=3)
-    original = convert.open_original(path)
-    assert dataclasses_dict(original.architecture()) == expected
-    arch = original.architecture()
-    size = 32 if arch.cifar_stem else 64
-    model = _model(arch, size)
-    assert convert.fill(model, original, sk=arch.sk_ratio > 0) == []
+    base, head = SAVEDMODEL_CASES[case]
+    listing, scale, expected = CASES[base]
+    if not head:
+        expected = dict(expected, num_proj_layers=0, proj_out_dim=0)
+    kind, blocks = BLOCKS[expected["resnet_depth"]]
+    forward_args = (blocks, kind, expected["sk_ratio"] > 0, expected["cifar_stem"])
+    path, values = original_model.write_savedmodel(
+        str(tmp_path / "sm"), listing, scale, seed=3, forward_args=forward_args,
+        projection_head=head)
+    assert dataclasses_dict(convert.open_original(path).architecture()) == expected
+    size = 32 if expected["cifar_stem"] else 64
+    model = convert.load_original(path, image_size=size)  # the Python API, for notebooks
     images = np.random.default_rng(6).uniform(size=[2, size, size, 3]).astype(np.float32)
-    kind, blocks = BLOCKS[arch.resnet_depth]
-    want = original_model.forward(values, images, blocks, kind, arch.sk_ratio > 0,
-                                  arch.cifar_stem)
+    want = original_model.forward(values, images, *forward_args)
     _assert_endpoints(model(images, training=False, return_endpoints=True), want)
-    if case == "r18_cifar":  # the whole conversion, as simclr-convert runs it
-        result = convert.convert_checkpoint(path, Config(model_dir=str(tmp_path / "out")))
-        assert result["checkpoint"].endswith("ckpt-0")
-        hub = tf.saved_model.load(result["saved_model"])
-        np.testing.assert_allclose(hub(images, trainable=False)["final_avg_pool"].numpy(),
-                                   want["final_avg_pool"].numpy(), rtol=1e-4, atol=1e-4)
+    if case == "r50_1x_sk":
+        return
+    # The whole conversion, as simclr-convert runs it; then the original's Colab snippets
+    # (features for a linear head, the supervised head's logits) on the original's
+    # SavedModel and on the converted export.
+    result = convert.convert_checkpoint(path, Config(model_dir=str(tmp_path / "out")))
+    assert result["checkpoint"].endswith("ckpt-0")
+    original_out = tf.saved_model.load(path)(images, trainable=False)
+    converted_out = tf.saved_model.load(result["saved_model"])(images, trainable=False)
+    for name in ("final_avg_pool", "logits_sup"):
+        _assert_close(original_out[name], want[name], name)
+        _assert_close(converted_out[name], original_out[name], name)

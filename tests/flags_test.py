@@ -211,3 +211,40 @@ def test_from_flagfile_reads_a_flagfile_with_overrides(monkeypatch, tmp_path):
         _parse(["--flagfile=flags/smoke.flags"]), model_dir=str(tmp_path), train_steps=3)
     with pytest.raises(ValueError, match="does not exist"):
         cli_flags.from_flagfile("flags/no_such.flags")
+
+
+@pytest.mark.parametrize("given", ["run", "prefix", "export"])
+def test_finetune_takes_the_architecture_flags_not_given_from_the_checkpoints_run(
+        given, tmp_path, capsys):
+    run = tmp_path / "converted"
+    (run / "saved_model" / "9").mkdir(parents=True)
+    (run / "saved_model" / "9" / "saved_model.pb").write_bytes(b"")
+    cli_flags.write_flagfile(Config(model_dir=str(run), resnet_depth=101, width_multiplier=2,
+                                    sk_ratio=0.0625, proj_head_mode="none", image_size=32),
+                             str(run / "flags.txt"))
+    checkpoint = {"run": str(run), "prefix": str(run / "ckpt-9"),
+                  "export": str(run / "saved_model" / "9")}[given]
+    fv = flags.FlagValues()
+    cli_flags.define_flags(flag_values=fv, train_mode="finetune")
+    recipe = tmp_path / "recipe.flags"  # a recipe written for ResNet-50
+    recipe.write_text("--resnet_depth=50\n--proj_head_mode=nonlinear\n--learning_rate=0.1\n")
+    argv = ["prog", f"--flagfile={recipe}", f"--checkpoint={checkpoint}",
+            "--width_multiplier=3", "--model_dir=/tmp/x"]
+    fv(argv)
+    cli_flags.adopt_checkpoint_architecture("simclr-finetune", cli_flags.explicit_flags(argv),
+                                            fv)
+    cfg = cli_flags.config_from_flags(fv)
+    # Taken from the run where not on the command line (the recipe's architecture too);
+    # --width_multiplier on the command line wins; the rest as given.
+    assert (cfg.resnet_depth, cfg.sk_ratio, cfg.proj_head_mode, cfg.image_size) == (
+        101, 0.0625, "none", 32)
+    assert cfg.width_multiplier == 3 and cfg.learning_rate == 0.1
+    out = capsys.readouterr().out
+    assert f"({run / 'flags.txt'}): --resnet_depth=101 --sk_ratio=0.0625 --image_size=32 " \
+        "--proj_head_mode=none" in out, out
+    # A checkpoint with no run beside it changes nothing.
+    fv2 = flags.FlagValues()
+    cli_flags.define_flags(flag_values=fv2, train_mode="finetune")
+    fv2(["prog", f"--checkpoint={tmp_path / 'elsewhere' / 'ckpt-1'}"])
+    cli_flags.adopt_checkpoint_architecture("simclr-finetune", set(), fv2)
+    assert cli_flags.config_from_flags(fv2).resnet_depth == Config().resnet_depth

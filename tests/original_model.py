@@ -170,7 +170,7 @@ def _block(v, x, key, stride, kind, sk):
 def forward(v, images, num_groups_blocks, kind, sk, cifar_stem):
     """The original's endpoints (inference mode) for ``images`` [B, H, W, 3]."""
     s = R + "initial_conv_relu_max_pool/"
-    x = tf.constant(images)
+    x = tf.convert_to_tensor(images)
     if sk:
         x = _bn(v, _conv(v, x, s + "0", 2), s + "1/bn")
         x = _bn(v, _conv(v, x, s + "2"), s + "3/bn")
@@ -313,12 +313,18 @@ def savedmodel_training_keys(entries):
     return keys
 
 
-def write_savedmodel(directory, listing, scale, seed=0):
+def write_savedmodel(directory, listing, scale, seed=0, forward_args=None,
+                     projection_head=True):
     """A SavedModel with the original's variable positions and names (values seeded per
-    training key); returns its path and the values by training key."""
+    training key); returns its path and the values by training key.
+
+    ``forward_args`` (blocks per group, block kind, sk, cifar stem) also gives it the
+    original's call, ``saved_model(images, trainable=False)`` -> endpoints (this module's
+    forward pass). ``projection_head=False`` leaves the head out, as in the SimCLRv1 models."""
     from tensorflow.python.trackable.autotrackable import AutoTrackable  # noqa: PLC0415
 
-    entries = savedmodel_entries(listing)
+    entries = [e for e in savedmodel_entries(listing)
+               if projection_head or not e[0].startswith("model/_projection_head/")]
     keys = savedmodel_training_keys(entries)
     shapes = {keys[n]: _scaled(keys[n], shape, scale) for _, n, shape in entries}
     values = values_for(shapes, seed)
@@ -333,5 +339,9 @@ def write_savedmodel(directory, listing, scale, seed=0):
         holder = AutoTrackable()
         holder.variables = [variables[i] for i in sorted(variables)]
         setattr(model, section.split("/")[1], holder)
+    if forward_args is not None:
+        root.__call__ = tf.function(lambda inputs, trainable: forward(
+            values, inputs, *forward_args))
+        root.__call__.get_concrete_function(tf.TensorSpec([None, None, None, 3]), False)
     tf.saved_model.save(root, directory)
     return directory, values

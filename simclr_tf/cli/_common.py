@@ -34,7 +34,7 @@ def train_main(train_mode: str, prog: str, doc: str):
         except train.Interrupted as e:  # the checkpoint is saved and the line printed
             raise SystemExit(128 + e.signum) from e
 
-    cli_flags.run_program(main, prog, doc)
+    cli_flags.run_program(main, prog, doc, from_checkpoint_run=train_mode == "finetune")
 
 
 def run_checkpoint(cfg, explicit: set) -> str:

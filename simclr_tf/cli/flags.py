@@ -157,13 +157,55 @@ def from_flagfile(path: str, train_mode: str = "pretrain", **overrides) -> confi
     return dataclasses.replace(config_from_flags(flag_values), **overrides)
 
 
+# What simclr-finetune takes from the run of its --checkpoint when these flags are not given.
+ARCHITECTURE = ("resnet_depth", "width_multiplier", "sk_ratio", "se_ratio", "image_size",
+                "proj_head_mode", "num_proj_layers", "proj_out_dim")
+
+
+def checkpoint_run_flagfile(checkpoint: str) -> str:
+    """RUN/flags.txt for a checkpoint given as RUN, RUN/ckpt-N or RUN/saved_model/N; else ""."""
+    import tensorflow as tf  # late: keep --help fast
+
+    path = checkpoint.rstrip("/")
+    run = path if tf.io.gfile.isdir(path) and not tf.io.gfile.exists(
+        os.path.join(path, "saved_model.pb")) else os.path.dirname(path)
+    if os.path.basename(run) == "saved_model":  # an export of the run
+        run = os.path.dirname(run)
+    flagfile = os.path.join(run, "flags.txt")
+    return flagfile if run and tf.io.gfile.exists(flagfile) else ""
+
+
+def adopt_checkpoint_architecture(prog: str, explicit: set,
+                                  flag_values: flags.FlagValues = FLAGS):
+    """Sets the ARCHITECTURE flags not on the command line itself (``explicit``) to those of
+    the run --checkpoint names (its flags.txt: a run of this project or a model
+    simclr-convert made), so that the model built is the one the checkpoint holds: a
+    recipe's --flagfile (e.g. flags/imagenet_linear_eval.flags, written for ResNet-50 1x)
+    then fits any depth and width."""
+    if not flag_values.checkpoint:
+        return
+    flagfile = checkpoint_run_flagfile(flag_values.checkpoint)
+    if not flagfile:
+        return
+    run = from_flagfile(flagfile, train_mode="finetune")
+    taken = []
+    for name in ARCHITECTURE:
+        if name not in explicit and getattr(run, name) != flag_values[name].value:
+            flag_values[name].value = getattr(run, name)
+            taken.append(f"--{name}={getattr(run, name)}")
+    if taken:
+        print(f"{prog}: the architecture of the checkpoint's run ({flagfile}): "
+              f"{' '.join(taken)} (flags on the command line take precedence)", flush=True)
+
+
 def run_program(main: Callable[[config_lib.Config, set], None], prog: str, doc: str = "",
-                extra: tuple = (), reads_run: bool = False):
+                extra: tuple = (), reads_run: bool = False, from_checkpoint_run: bool = False):
     """Runs ``main(cfg, explicit)`` under absl (``explicit``: the flags given on the command
     line itself); a bad value ends with one clear line and exit code 2.
 
     ``reads_run`` (simclr-eval, simclr-export): without a --flagfile, the settings of the run
     in --model_dir (its flags.txt) are read first, and the command line overrides them.
+    ``from_checkpoint_run`` (simclr-finetune): see ``adopt_checkpoint_architecture``.
     """
     explicit: set = set()
 
@@ -198,6 +240,8 @@ def run_program(main: Callable[[config_lib.Config, set], None], prog: str, doc: 
                 rest = FLAGS([argv[0], f"--flagfile={run_flags}", *argv[1:]])
                 print(f"{prog}: using the run's settings in {run_flags} (flags on the command "
                       "line take precedence)", flush=True)
+            if from_checkpoint_run:
+                adopt_checkpoint_architecture(prog, explicit)
             return rest
         except flags.Error as e:  # unknown flag, bad enum value, missing flagfile, ...
             sys.stderr.write(f"{prog}: error: {e}\n")
