@@ -239,7 +239,12 @@ def load_original(path: str, image_size: Optional[int] = None):
 
 def open_original(path: str) -> OriginalCheckpoint:
     """The original's model at ``path``: a SavedModel folder (the published models), a
-    training checkpoint's ``ckpt-N`` prefix, or the folder holding the checkpoints."""
+    training checkpoint's ``ckpt-N`` prefix, or the folder holding the checkpoints (or,
+    with none, its ``saved_model`` folder: a published model's folder as downloaded)."""
+    inner = os.path.join(path, "saved_model")
+    if (tf.io.gfile.exists(os.path.join(inner, "saved_model.pb"))
+            and tf.io.gfile.isdir(path) and not tf.train.latest_checkpoint(path)):
+        path = inner
     if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         from simclr_tf import convert_savedmodel  # noqa: PLC0415 (imports this module)
 

@@ -180,9 +180,11 @@ def test_converted_savedmodel_gives_the_original_endpoints(case, tmp_path):
     kind, blocks = BLOCKS[expected["resnet_depth"]]
     forward_args = (blocks, kind, expected["sk_ratio"] > 0, expected["cifar_stem"])
     path, values = original_model.write_savedmodel(
-        str(tmp_path / "sm"), listing, scale, seed=3, forward_args=forward_args,
+        str(tmp_path / "saved_model"), listing, scale, seed=3, forward_args=forward_args,
         projection_head=head)
     assert dataclasses_dict(convert.open_original(path).architecture()) == expected
+    # A published model's folder as downloaded holds saved_model/.
+    assert convert.open_original(str(tmp_path)).prefix == path
     size = 32 if expected["cifar_stem"] else 64
     model = convert.load_original(path, image_size=size)  # the Python API, for notebooks
     images = np.random.default_rng(6).uniform(size=[2, size, size, 3]).astype(np.float32)
