@@ -45,7 +45,8 @@ VARIANTS = {
 }
 MATMUL_SIZE = 2048
 PARTS = ("step", "input", "eval")
-SLOW_PARTS = ("memory", "startup")  # whole programs in subprocesses: only when asked
+# Only when asked: whole programs in subprocesses, or long sweeps (bench_scaling).
+SLOW_PARTS = ("memory", "startup", "loss_scaling")
 NUM_CLASSES = 10
 
 
@@ -64,6 +65,8 @@ class Options:
     source_images: int = 256
     parts: tuple = PARTS
     variants: tuple = ()
+    scaling_batches: tuple = (256, 512, 1024, 2048, 4096)  # loss_scaling
+    step_max_batch: int = 4096  # loss_scaling: the step only up to this global batch
 
 
 def _median_time(fn: Callable[[], object], warmup: int, runs: int) -> float:
@@ -256,6 +259,10 @@ def run(cfg: config_lib.Config, options: Optional[Options] = None,
     if "startup" in options.parts:
         report("measuring start-up on a folder of 100,000 images ...")
         result.update(measure_folder_startup())
+    if "loss_scaling" in options.parts:
+        from simclr_tf import bench_scaling  # noqa: PLC0415
+
+        result.update(bench_scaling.run(cfg, strategy, options, report, measure_step))
     return result
 
 
@@ -374,4 +381,6 @@ def format_table(cfg: config_lib.Config, result: Dict[str, float]) -> str:
         lines.append(f"  {name:<44} {speed:>10.2f} "
                      f"{speed / result['train_views_per_sec']:.2f}x "
                      f"{result.get(f'variant_{name}_utilisation', float('nan')):.3f}")
-    return "\n".join(lines)
+    from simclr_tf import bench_scaling  # noqa: PLC0415
+
+    return "\n".join(lines + bench_scaling.format_rows(result))

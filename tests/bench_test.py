@@ -12,6 +12,7 @@ import tf_keras as keras
 
 import simclr_tf  # noqa: F401
 from simclr_tf import bench
+from simclr_tf import bench_scaling
 from simclr_tf import config as config_lib
 from simclr_tf import model as model_lib
 
@@ -93,6 +94,7 @@ def test_bench_program_reports_consistent_figures():
 @pytest.mark.parametrize("arg,message", [
     ("--parts=step,gpu", "unknown benchmark parts ['gpu']"),
     ("--variants=fast", "unknown step variants ['fast']"),
+    ("--scaling_batches=256,x", "--scaling_batches=256,x must be positive integers"),
 ])
 def test_bench_rejects_unknown_parts_and_variants(arg, message):
     proc = subprocess.run([sys.executable, "-m", "simclr_tf.cli.bench", arg],
@@ -116,3 +118,27 @@ def test_step_variants_build_the_step_they_name(variant, sync_bn, matmul_convs):
         tf.TensorSpec([4, 16, 16, 3]))
     ops = {op.type for op in trace.graph.get_operations()}
     assert ("GatherV2" in ops) == matmul_convs  # the 2 x 2 block group's convolutions
+
+
+def test_loss_scaling_measures_the_logits_memory_and_the_loss_share_of_the_step():
+    cfg = config_lib.Config(model_dir="unused", proj_out_dim=16, temperature=0.5)
+    options = bench.Options(timed_runs=2, scaling_batches=(256, 512), step_max_batch=256)
+    held = []
+
+    def fake_step(step_cfg, strategy, one):  # holds 8 MiB while it runs: the peak sees it
+        assert step_cfg.train_batch_size == 256 and one.steps_per_run == 1
+        held.append(tf.ones([2 * 2 ** 20]) + 0.0)
+        return {"train_step_seconds": 0.5}
+
+    result = bench_scaling.run(cfg, tf.distribute.get_strategy(), options, lambda _: None,
+                               fake_step)
+    for n in (256, 512):
+        # NT-Xent holds at least its [N, N] similarity blocks and their [N, 2N] concatenation
+        # (16 N^2 bytes) at once, and far less than 16 such blocks.
+        assert 16 * n * n <= result[f"loss_{n}_peak_mib"] * 2 ** 20 <= 64 * n * n, result
+        assert result[f"loss_{n}_min_ms"] <= result[f"loss_{n}_ms"] <= result[f"loss_{n}_max_ms"]
+    assert result["step_256_ms"] == pytest.approx(500.0)
+    assert result["loss_share_256"] == pytest.approx(result["loss_256_ms"] / 500.0)
+    assert result["step_256_peak_mib"] >= 8.0 and "step_512_ms" not in result
+    rows = bench_scaling.format_rows(result)
+    assert [r.split()[0] for r in rows[2:]] == ["256", "512"] and len(rows[2].split()) == 7

@@ -19,7 +19,12 @@ cli_flags.define_flags(train_mode="pretrain", resnet_depth=18, width_multiplier=
                        strategy="default")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
 flags.DEFINE_list("parts", ["step", "input", "eval"], "What to measure: step, input, eval; "
-                  "also memory (RSS over 2,000 smoke steps) and startup (100,000-image folder).")
+                  "also memory (RSS over 2,000 smoke steps), startup (100,000-image folder) "
+                  "and loss_scaling (NT-Xent and the step against the global batch).")
+flags.DEFINE_list("scaling_batches", ["256", "512", "1024", "2048", "4096"],
+                  "loss_scaling: the global batches N.")
+flags.DEFINE_integer("step_max_batch", 4096, "loss_scaling: time the whole step only up to "
+                     "this global batch (the loss alone at every N).")
 flags.DEFINE_list("variants", [], "Step variants to measure beside the default step, in the "
                   "same run: sync_bn_stock_convs, sync_bn_one_replica, stock_convs, no_blur, "
                   "momentum, xla, mixed_bfloat16.")
@@ -33,7 +38,19 @@ flags.DEFINE_integer("source_width", 320, "Width of the in-memory source images.
 
 FLAGS = flags.FLAGS
 _EXTRA = ("json", "parts", "variants", "timed_runs", "steps_per_run", "matmul_calls",
-          "input_seconds", "eval_seconds", "source_height", "source_width")
+          "input_seconds", "eval_seconds", "source_height", "source_width", "scaling_batches",
+          "step_max_batch")
+
+
+def _batches(values) -> tuple:
+    try:
+        batches = tuple(int(v) for v in values)
+    except ValueError:
+        batches = ()
+    if not batches or min(batches) < 1:
+        raise ValueError(f"--scaling_batches={','.join(values)} must be positive integers, "
+                         "e.g. 256,512,1024.")
+    return batches
 
 
 def main(cfg, explicit):
@@ -45,7 +62,8 @@ def main(cfg, explicit):
         matmul_calls=FLAGS.matmul_calls, input_seconds=FLAGS.input_seconds,
         eval_seconds=FLAGS.eval_seconds, source_height=FLAGS.source_height,
         source_width=FLAGS.source_width, parts=tuple(FLAGS.parts),
-        variants=tuple(FLAGS.variants))
+        variants=tuple(FLAGS.variants), scaling_batches=_batches(FLAGS.scaling_batches),
+        step_max_batch=FLAGS.step_max_batch)
     for name in ("timed_runs", "steps_per_run", "matmul_calls", "source_height",
                  "source_width"):
         if getattr(FLAGS, name) < 1:
