@@ -10,7 +10,7 @@ coin per image, and is never part of an export.
 """
 
 import functools
-from typing import List, NamedTuple, Sequence
+from typing import List, NamedTuple, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -50,15 +50,22 @@ def crop_and_resize(image: tf.Tensor, image_size: int, seed=None) -> tf.Tensor:
     TF's bounding-box sampler with ``min_object_covered`` 0.1 and 100 attempts; when every
     attempt fails it returns the whole image. Values may overshoot [0, 1] (bicubic).
     """
+    begin, size = crop_window(tf.shape(image), seed)
+    crop = tf.slice(image, begin, size)
+    return tf.image.resize(crop[tf.newaxis], [image_size, image_size], method="bicubic")[0]
+
+
+def crop_window(shape: tf.Tensor, seed=None) -> Tuple[tf.Tensor, tf.Tensor]:
+    """The window ``crop_and_resize`` takes from an image of ``shape`` [H, W, C]: ``(begin,
+    size)`` for ``tf.slice``. It needs the shape alone, so a JPEG's window can be drawn from
+    its header and only the window decoded (``file_views``)."""
     (seed,) = _seeds(seed, 1)
-    shape = tf.shape(image)
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
         min_object_covered=CROP_MIN_OBJECT_COVERED, aspect_ratio_range=CROP_ASPECT_RANGE,
         area_range=CROP_AREA_RANGE, max_attempts=CROP_MAX_ATTEMPTS,
         use_image_if_no_bounding_boxes=True)
-    crop = tf.slice(image, begin, size)
-    return tf.image.resize(crop[tf.newaxis], [image_size, image_size], method="bicubic")[0]
+    return begin, size
 
 
 def random_flip(image: tf.Tensor, seed=None) -> tf.Tensor:
@@ -220,9 +227,16 @@ def center_crop(image: tf.Tensor, image_size: int,
     return tf.image.resize(crop[tf.newaxis], [image_size, image_size], method="bicubic")[0]
 
 
-def _finish(image: tf.Tensor, image_size: int) -> tf.Tensor:
+def finish(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Clip to [0, 1] and fix the static shape [S, S, 3]."""
     image = tf.clip_by_value(image, 0.0, 1.0)
     return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def view_seeds(seed=None, num: int = 3) -> List[tf.Tensor]:
+    """The (crop, flip, colour) seeds of one pretraining view; (crop, flip) with num=2, as
+    ``preprocess_for_finetune`` draws them."""
+    return _seeds(seed, num)
 
 
 def pretrain_view_and_draws(image: tf.Tensor, image_size: int,
@@ -230,7 +244,7 @@ def pretrain_view_and_draws(image: tf.Tensor, image_size: int,
                             seed=None):
     """A pretraining view before its colours (crop + resize, flip: [S, S, 3]) and the draws
     of its colour distortion, for ``distort_colors`` or ``batch_distort_colors``."""
-    crop_seed, flip_seed, color_seed = _seeds(seed, 3)
+    crop_seed, flip_seed, color_seed = view_seeds(seed)
     image = crop_and_resize(to_float(image), image_size, crop_seed)
     image = tf.ensure_shape(random_flip(image, flip_seed), [image_size, image_size, 3])
     return image, color_draws(color_jitter_strength, color_seed, color_jitter_impl)
@@ -243,14 +257,14 @@ def preprocess_for_pretrain(image: tf.Tensor, image_size: int,
     image, draws = pretrain_view_and_draws(image, image_size, color_jitter_strength,
                                            color_jitter_impl, seed)
     image = distort_colors(image, draws, jitter_ops(color_jitter_strength, color_jitter_impl))
-    return _finish(image, image_size)
+    return finish(image, image_size)
 
 
 def preprocess_for_finetune(image: tf.Tensor, image_size: int, seed=None) -> tf.Tensor:
     """Fine-tuning / linear-evaluation training view: crop + resize and flip only."""
-    crop_seed, flip_seed = _seeds(seed, 2)
+    crop_seed, flip_seed = view_seeds(seed, 2)
     image = crop_and_resize(to_float(image), image_size, crop_seed)
-    return _finish(random_flip(image, flip_seed), image_size)
+    return finish(random_flip(image, flip_seed), image_size)
 
 
 def preprocess_for_eval(image: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -269,7 +283,7 @@ def preprocess_for_eval(image: tf.Tensor, image_size: int) -> tf.Tensor:
             same, lambda: image,
             lambda: tf.image.resize(image[tf.newaxis], [image_size, image_size],
                                     method="bicubic")[0])
-    return _finish(image, image_size)
+    return finish(image, image_size)
 
 
 def blur_kernel_size(image_size: int) -> int:

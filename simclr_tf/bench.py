@@ -46,7 +46,7 @@ VARIANTS = {
 MATMUL_SIZE = 2048
 PARTS = ("step", "input", "eval")
 # Only when asked: whole programs in subprocesses, or long sweeps (bench_scaling).
-SLOW_PARTS = ("memory", "startup", "loss_scaling")
+SLOW_PARTS = ("memory", "startup", "loss_scaling", "input_files")
 NUM_CLASSES = 10
 
 
@@ -67,6 +67,11 @@ class Options:
     variants: tuple = ()
     scaling_batches: tuple = (256, 512, 1024, 2048, 4096)  # loss_scaling
     step_max_batch: int = 4096  # loss_scaling: the step only up to this global batch
+    file_images: int = 64  # input_files: JPEGs written, their size, seconds and repeats
+    file_height: int = 375
+    file_width: int = 500
+    file_seconds: float = 4.0
+    file_repeats: int = 3
 
 
 def _median_time(fn: Callable[[], object], warmup: int, runs: int) -> float:
@@ -259,6 +264,10 @@ def run(cfg: config_lib.Config, options: Optional[Options] = None,
     if "startup" in options.parts:
         report("measuring start-up on a folder of 100,000 images ...")
         result.update(measure_folder_startup())
+    if "input_files" in options.parts:
+        from simclr_tf import bench_files  # noqa: PLC0415
+
+        result.update(bench_files.run(cfg, options, report))
     if "loss_scaling" in options.parts:
         from simclr_tf import bench_scaling  # noqa: PLC0415
 
@@ -383,4 +392,23 @@ def format_table(cfg: config_lib.Config, result: Dict[str, float]) -> str:
                      f"{result.get(f'variant_{name}_utilisation', float('nan')):.3f}")
     from simclr_tf import bench_scaling  # noqa: PLC0415
 
-    return "\n".join(lines + bench_scaling.format_rows(result))
+    return "\n".join(lines + _file_rows(result) + bench_scaling.format_rows(result))
+
+
+def _file_rows(result: Dict[str, float]) -> List[str]:
+    if "input_files_files_speedup" not in result:
+        return []
+    lines = [f"input from JPEG files ({result['input_files_mean_kib']:.0f} KiB each), views/s "
+             "median (min-max):"]
+    for kind in ("files", "records"):
+        for way in ("original", "ours"):
+            key, label = f"input_files_{kind}_{way}", f"{way}'s way"
+            lines.append(f"  {kind:<8} {label:<16} {result[key + '_views_per_sec']:>9.1f}"
+                         f" ({result[key + '_min']:.1f}-{result[key + '_max']:.1f})")
+        key = f"input_files_{kind}_speedup"
+        lines.append(f"  {kind:<8} {'speed-up':<16} {result[key]:>9.2f}"
+                     f" ({result[key + '_min']:.2f}-{result[key + '_max']:.2f})")
+    stages = [k for k in result if k.startswith("input_files_stage_")]
+    lines.append("one view's stages, ms per file: " + ", ".join(
+        f"{k[len('input_files_stage_'):-3]} {result[k]:.2f}" for k in stages))
+    return lines

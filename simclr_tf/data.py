@@ -12,6 +12,7 @@ from typing import Dict, Optional
 import tensorflow as tf
 
 from simclr_tf import augment
+from simclr_tf import file_views
 from simclr_tf import folder
 from simclr_tf import shapes
 from simclr_tf import sources
@@ -63,8 +64,39 @@ def _distort_batch(names):
     return fn
 
 
-def _example_map(mode, image_size, strength, impl, xla):
-    """The per-example map of ``mode``: ``fn(image, label[, seed])``."""
+def _encoded_pretrain_map(image_size, strength, impl, xla):
+    """``_pretrain_map`` from encoded images (``file_views``): the same views and draws."""
+    names = augment.jitter_ops(strength, impl)
+
+    def fn(contents, label, seed=None):
+        seeds = (None, None) if seed is None else tf.unstack(
+            tf.random.experimental.stateless_split(seed, 2))
+        views, draws = file_views.pretrain_views_and_draws(contents, image_size, strength,
+                                                           impl, seeds)
+        if xla:
+            return tf.concat(views, -1), label, augment.ColorDraws(
+                *(tf.stack(d) for d in zip(*draws)))
+        views = [augment.finish(augment.distort_colors(v, d, names), image_size)
+                 for v, d in zip(views, draws)]
+        return tf.concat(views, axis=-1), label
+    return fn
+
+
+def _encoded_finetune_map(image_size):
+    """``augment.preprocess_for_finetune`` from encoded images: the same view."""
+    def fn(contents, label, seed=None):
+        crop_seed, flip_seed = augment.view_seeds(seed, 2)
+        (view,) = file_views.crops(contents, image_size, [crop_seed])
+        return augment.finish(augment.random_flip(view, flip_seed), image_size), label
+    return fn
+
+
+def _example_map(mode, image_size, strength, impl, xla, encoded=False):
+    """The per-example map of ``mode``: ``fn(image, label[, seed])`` (``encoded``: the
+    image is the file's bytes)."""
+    if encoded:
+        return (_encoded_pretrain_map(image_size, strength, impl, xla) if mode == "pretrain"
+                else _encoded_finetune_map(image_size))
     if mode == "pretrain":
         return _pretrain_map(image_size, strength, impl, xla)
     if mode == "finetune":
@@ -78,7 +110,7 @@ def build_dataset(source: Source, split: str, mode: str, global_batch_size: int,
                   color_jitter_strength: float = 1.0, color_jitter_impl: str = "v2",
                   cache: bool = False, seed: Optional[int] = None,
                   shuffle_buffer: Optional[int] = None,
-                  jit_augment: bool = True) -> tf.data.Dataset:
+                  jit_augment: bool = True, window_decode: bool = True) -> tf.data.Dataset:
     """A pipeline of per-replica batches ``(images, labels)``.
 
     Args:
@@ -98,6 +130,9 @@ def build_dataset(source: Source, split: str, mode: str, global_batch_size: int,
       shuffle_buffer: defaults to the original's per-replica batch x (50 at <= 32 px else 10).
       jit_augment: the colour distortion of each batch in one XLA computation
         (``augment.batch_distort_colors``; pretrain only) instead of TF's kernels per view.
+      window_decode: training from a source that ``reads_encoded`` (TFDS) decodes only the
+        box holding the crops (``file_views``: the same views); False decodes every image
+        whole first, as the original did.
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not supported; use one of {MODES}.")
@@ -106,13 +141,16 @@ def build_dataset(source: Source, split: str, mode: str, global_batch_size: int,
     check_batch_divides(global_batch_size, num_replicas,
                         "train_batch_size" if training else "eval_batch_size")
     batch = global_batch_size // num_replicas
-    ds = source.read(split, input_context, shuffle_files=training)
+    encoded = training and window_decode and source.reads_encoded
+    read = source.read_encoded if encoded else source.read
+    ds = read(split, input_context, shuffle_files=training)
     if cache:
         ds = ds.cache()
     if training:
         buffer = shuffle_buffer or batch * (50 if image_size <= 32 else 10)
         ds = ds.shuffle(buffer, seed=seed).repeat()
-    fn = _example_map(mode, image_size, color_jitter_strength, color_jitter_impl, jit_augment)
+    fn = _example_map(mode, image_size, color_jitter_strength, color_jitter_impl, jit_augment,
+                      encoded)
     if training and seed is not None:
         if input_context is not None:  # each input pipeline draws its own augmentations
             seed = seed * 1009 + input_context.input_pipeline_id

@@ -90,6 +90,17 @@ class Source:
              shuffle_files: bool = False) -> tf.data.Dataset:
         raise NotImplementedError
 
+    # Whether ``read_encoded`` gives (encoded image bytes, int32 label) examples of the same
+    # split in the same order as ``read``: training then decodes only the crops' box
+    # (``file_views``). Sources whose files may be broken keep decoding in ``read``, where
+    # a broken file is skipped and named.
+    reads_encoded = False
+
+    def read_encoded(self, split: str,
+                     input_context: Optional[tf.distribute.InputContext] = None,
+                     shuffle_files: bool = False) -> tf.data.Dataset:
+        raise NotImplementedError
+
     def known_num_examples(self, split: str) -> Optional[int]:
         """The split's size when the source knows it without reading the data."""
         return None
@@ -311,19 +322,30 @@ class TFDSSource(Source):
         return other
 
     def read(self, split, input_context=None, shuffle_files=False):
+        return self._examples(split, input_context, shuffle_files).map(
+            _to_rgb_uint8, num_parallel_calls=tf.data.AUTOTUNE)
+
+    reads_encoded = True  # TFDS checked every image when it prepared the dataset
+
+    def read_encoded(self, split, input_context=None, shuffle_files=False):
+        decoders = {"image": self._tfds.decode.SkipDecoding()}
+        return self._examples(split, input_context, shuffle_files, decoders).map(
+            lambda image, label: (image, tf.cast(label, tf.int32)))
+
+    def _examples(self, split, input_context, shuffle_files, decoders=None):
+        """(image, label) of the split, the image decoded unless ``decoders`` says."""
         self.check_split(split)
         keep = self._subsets.get(split)
         config = self._tfds.ReadConfig(input_context=input_context, interleave_cycle_length=16,
                                        interleave_block_length=1, add_tfds_id=keep is not None)
         if keep is None:
-            ds = self._as_dataset(split, config, shuffle_files, as_supervised=True)
-        else:
-            table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-                tf.constant(keep), tf.ones(len(keep), tf.int32)), default_value=0)
-            ds = self._as_dataset(split, config, shuffle_files)
-            ds = ds.filter(lambda ex: table.lookup(ex["tfds_id"]) > 0)
-            ds = ds.map(lambda ex: (ex["image"], ex["label"]))
-        return ds.map(_to_rgb_uint8, num_parallel_calls=tf.data.AUTOTUNE)
+            return self._as_dataset(split, config, shuffle_files, as_supervised=True,
+                                    decoders=decoders)
+        table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(keep), tf.ones(len(keep), tf.int32)), default_value=0)
+        ds = self._as_dataset(split, config, shuffle_files, decoders=decoders)
+        ds = ds.filter(lambda ex: table.lookup(ex["tfds_id"]) > 0)
+        return ds.map(lambda ex: (ex["image"], ex["label"]))
 
 
 def _to_rgb_uint8(image, label):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
@@ -142,3 +143,40 @@ def test_loss_scaling_measures_the_logits_memory_and_the_loss_share_of_the_step(
     assert result["step_256_peak_mib"] >= 8.0 and "step_512_ms" not in result
     rows = bench_scaling.format_rows(result)
     assert [r.split()[0] for r in rows[2:]] == ["256", "512"] and len(rows[2].split()) == 7
+
+
+def test_input_files_compares_the_two_ways_on_the_same_views(tmp_path):
+    from simclr_tf import bench_files  # noqa: PLC0415
+
+    paths = bench_files.write_jpegs(str(tmp_path), 6, 40, 52)
+    shards = bench_files.write_records(str(tmp_path), paths)
+    cfg = config_lib.Config(model_dir="unused", image_size=16, train_batch_size=4,
+                            color_jitter_strength=0.5, seed=1)
+    for kind in ("files", "records"):
+        source = bench_files.EncodedImages(kind, paths, shards)
+        decoded = [(x.numpy(), int(y)) for x, y in source.read("train")]
+        from_bytes = [(tf.io.decode_jpeg(c).numpy(), int(y))
+                      for c, y in source.read_encoded("train")]
+        assert [y for _, y in decoded] == [y for _, y in from_bytes] and len(decoded) == 6
+        assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(decoded, from_bytes))
+        # Both ways give the same views (XLA's colours within float rounding of TF's).
+        ours, original = (next(iter(bench_files.pipeline(source, way, cfg)))[0]
+                          for way in ("ours", "original"))
+        np.testing.assert_allclose(ours.numpy(), original.numpy(), atol=2e-5)
+    options = bench.Options(file_images=4, file_height=40, file_width=52, file_seconds=0.2,
+                            file_repeats=2)
+    result = bench_files.run(cfg, options, lambda _: None)
+    for kind in ("files", "records"):
+        for way in ("original", "ours"):
+            key = f"input_files_{kind}_{way}"
+            assert 0 < result[key + "_min"] <= result[key + "_views_per_sec"] \
+                <= result[key + "_max"]
+        key = f"input_files_{kind}_speedup"
+        assert result[key + "_min"] <= result[key] <= result[key + "_max"]
+        # Each repeat's ratio lies between the extreme speeds' ratios.
+        assert result[key + "_min"] >= result[f"input_files_{kind}_ours_min"] / result[
+            f"input_files_{kind}_original_max"] - 1e-9
+    assert all(result[k] > 0 for k in result if k.startswith("input_files_stage_"))
+    assert result["input_files_mean_kib"] == pytest.approx(
+        np.mean([os.path.getsize(p) for p in paths[:4]]) / 1024)
+    assert "speed-up" in bench.format_table(cfg, result)

@@ -194,6 +194,34 @@ def test_tfds_mock_dataset_with_unknown_split_sizes():
         assert images.shape == (4, 32, 32, 3)
 
 
+@pytest.mark.parametrize("mode,jit", [("pretrain", True), ("pretrain", False),
+                                      ("finetune", False)])
+def test_tfds_training_decodes_only_the_crops_box_and_gives_the_same_batches(
+        mode, jit, monkeypatch):
+    from simclr_tf import file_views  # noqa: PLC0415
+
+    boxes = []
+    decode_box = file_views.decode_box
+    monkeypatch.setattr(file_views, "decode_box", lambda c, b: boxes.append(1) or
+                        decode_box(c, b))
+    with tfds.testing.mock_data(num_examples=12):  # imagenet2012's images are JPEG files
+        source = data.get_source("imagenet2012")
+        assert source.reads_encoded
+        # TFDS's own decoding of these JPEGs (the mock hands out the images it encoded, so
+        # the decoded path is rebuilt from the same bytes, as TFDS decodes them).
+        monkeypatch.setattr(source, "read", lambda *a, **k: source.read_encoded(*a, **k).map(
+            lambda contents, label: (file_views.decode_whole(contents), label)))
+        batches = {}
+        for window in (True, False):
+            boxes.clear()
+            ds = data.build_dataset(source, "train", mode, 4, 16, seed=3, jit_augment=jit,
+                                    window_decode=window)
+            batches[window] = [b for b, _ in ds.take(3)]
+            assert bool(boxes) == window  # the path taken: the crops' box, or whole images
+    for got, want in zip(batches[True], batches[False]):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
 def test_tfds_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="unknown dataset 'no_such_dataset_xyz'"):
         data.get_source("no_such_dataset_xyz")

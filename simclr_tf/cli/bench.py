@@ -23,6 +23,12 @@ flags.DEFINE_list("parts", ["step", "input", "eval"], "What to measure: step, in
                   "and loss_scaling (NT-Xent and the step against the global batch).")
 flags.DEFINE_list("scaling_batches", ["256", "512", "1024", "2048", "4096"],
                   "loss_scaling: the global batches N.")
+flags.DEFINE_integer("file_images", 64, "input_files: how many JPEGs to write.")
+flags.DEFINE_integer("file_height", 375, "input_files: the JPEGs' height.")
+flags.DEFINE_integer("file_width", 500, "input_files: the JPEGs' width.")
+flags.DEFINE_float("file_seconds", 4.0, "input_files: seconds of reading per measurement.")
+flags.DEFINE_integer("file_repeats", 3, "input_files: interleaved repetitions of the "
+                     "measurements (min, median and max are reported).")
 flags.DEFINE_integer("step_max_batch", 4096, "loss_scaling: time the whole step only up to "
                      "this global batch (the loss alone at every N).")
 flags.DEFINE_list("variants", [], "Step variants to measure beside the default step, in the "
@@ -39,7 +45,8 @@ flags.DEFINE_integer("source_width", 320, "Width of the in-memory source images.
 FLAGS = flags.FLAGS
 _EXTRA = ("json", "parts", "variants", "timed_runs", "steps_per_run", "matmul_calls",
           "input_seconds", "eval_seconds", "source_height", "source_width", "scaling_batches",
-          "step_max_batch")
+          "step_max_batch", "file_images", "file_height", "file_width", "file_seconds",
+          "file_repeats")
 
 
 def _batches(values) -> tuple:
@@ -63,9 +70,11 @@ def main(cfg, explicit):
         eval_seconds=FLAGS.eval_seconds, source_height=FLAGS.source_height,
         source_width=FLAGS.source_width, parts=tuple(FLAGS.parts),
         variants=tuple(FLAGS.variants), scaling_batches=_batches(FLAGS.scaling_batches),
-        step_max_batch=FLAGS.step_max_batch)
+        step_max_batch=FLAGS.step_max_batch, file_images=FLAGS.file_images,
+        file_height=FLAGS.file_height, file_width=FLAGS.file_width,
+        file_seconds=FLAGS.file_seconds, file_repeats=FLAGS.file_repeats)
     for name in ("timed_runs", "steps_per_run", "matmul_calls", "source_height",
-                 "source_width"):
+                 "source_width", "file_images", "file_height", "file_width", "file_repeats"):
         if getattr(FLAGS, name) < 1:
             raise ValueError(f"--{name}={getattr(FLAGS, name)} must be >= 1.")
     report = (lambda _: None) if FLAGS.json else (lambda s: print(s, flush=True))
