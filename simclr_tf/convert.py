@@ -270,14 +270,31 @@ def resolve_original(path: str) -> str:
     return path
 
 
-def config_for(cfg, arch: Architecture, explicit=frozenset()):
+def evidence(original: OriginalCheckpoint, flag: str) -> str:
+    """The variables the architecture's ``flag`` was read from, in a few words."""
+    stem = RESNET + "initial_conv_relu_max_pool/0/conv2d/kernel"
+    if flag in ("width_multiplier", "image_size"):
+        return f"{stem} is {list(original.shapes[stem])}"
+    if flag == "resnet_depth":
+        return f"{RESNET}block_groups/0..3 hold {original.architecture().resnet_depth}'s blocks"
+    if flag == "sk_ratio":
+        sk = [k for k in original.shapes if "/conv2d_0/kernel" in k]
+        return f"{sk[0]} is there" if sk else "no selective-kernel variables (conv2d_0/1)"
+    heads = sorted(k for k in original.shapes if k.startswith(PROJ_HEAD) and "dense" in k)
+    return f"{heads[-1]} is {list(original.shapes[heads[-1]])}" if heads else \
+        f"no {PROJ_HEAD} variables"
+
+
+def config_for(cfg, arch: Architecture, explicit=frozenset(), original=None):
     """``cfg`` with the architecture read from the original; a flag given on the command
-    line (``explicit``) that disagrees with it is an error naming both."""
+    line (``explicit``) that disagrees with it is an error naming both values and, given
+    ``original``, the variables it was read from."""
+    why = (lambda flag: f": {evidence(original, flag)}") if original else (lambda flag: "")
     read = {"resnet_depth": arch.resnet_depth, "width_multiplier": arch.width_multiplier,
             "sk_ratio": arch.sk_ratio, "proj_head_mode": arch.proj_head_mode,
             "num_proj_layers": max(arch.num_proj_layers, 1),
             "proj_out_dim": arch.proj_out_dim or cfg.proj_out_dim}
-    differ = [f"--{name}={getattr(cfg, name)} (the checkpoint holds {value})"
+    differ = [f"--{name}={getattr(cfg, name)} (the checkpoint holds {value}{why(name)})"
               for name, value in read.items()
               if name in explicit and getattr(cfg, name) != value]
     image_size = cfg.image_size if "image_size" in explicit else (32 if arch.cifar_stem
@@ -285,7 +302,7 @@ def config_for(cfg, arch: Architecture, explicit=frozenset()):
     if (image_size <= 32) != arch.cifar_stem:
         differ.append(f"--image_size={image_size} (the checkpoint has the "
                       f"{'CIFAR' if arch.cifar_stem else 'ImageNet'} stem, for images "
-                      f"{'<= 32' if arch.cifar_stem else '> 32'} px)")
+                      f"{'<= 32' if arch.cifar_stem else '> 32'} px{why('image_size')})")
     if differ:
         raise ValueError("the flags disagree with the original's checkpoint: "
                          + "; ".join(differ) + ".")
@@ -313,7 +330,8 @@ def convert_checkpoint(path: str, cfg, explicit=frozenset(),
     original = open_original(path)
     arch = original.architecture()
     print(f"{original.prefix}: {describe(arch)}", flush=True)
-    cfg = config_for(dataclasses.replace(cfg, train_mode="finetune"), arch, explicit)
+    cfg = config_for(dataclasses.replace(cfg, train_mode="finetune"), arch, explicit,
+                     original)
     cfg.validate()
     if tf.train.latest_checkpoint(cfg.model_dir):
         raise ValueError(f"--model_dir={cfg.model_dir} already holds a run's checkpoints; "

@@ -6,6 +6,7 @@ seeded values; the converted model must give the endpoints of an independent for
 written from the original's definition (tests/original_model.py).
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -151,10 +152,21 @@ def test_flags_that_disagree_with_the_checkpoint_and_a_used_folder_are_named(
         r18_original, tmp_path):
     prefix, _ = r18_original
     cfg = Config(model_dir=str(tmp_path / "out"), resnet_depth=50, width_multiplier=0.25)
-    with pytest.raises(ValueError, match=r"--resnet_depth=50 \(the checkpoint holds 18\)"):
+    with pytest.raises(ValueError, match=r"--resnet_depth=50 \(the checkpoint holds 18: "
+                       r"model/resnet_model/block_groups/0..3 hold 18's blocks\)"):
         convert.convert_checkpoint(prefix, cfg, {"resnet_depth"})
-    with pytest.raises(ValueError, match=r"--image_size=224 \(the checkpoint has the CIFAR"):
-        convert.convert_checkpoint(prefix, cfg, {"image_size"})
+    stem = r"model/resnet_model/initial_conv_relu_max_pool/0/conv2d/kernel is \[3, 3, 3, 16\]"
+    with pytest.raises(ValueError, match=rf"--width_multiplier=0.5 \(the checkpoint holds "
+                       rf"0.25: {stem}\); --image_size=224 \(the checkpoint has the CIFAR "
+                       rf"stem, for images <= 32 px: {stem}\)"):
+        convert.convert_checkpoint(prefix, dataclasses.replace(cfg, width_multiplier=0.5),
+                                   {"image_size", "width_multiplier"})
+    with pytest.raises(ValueError, match=r"--sk_ratio=0.0625 \(the checkpoint holds 0.0: no "
+                       r"selective-kernel .*--num_proj_layers=2 \(the checkpoint holds 3: "
+                       r"model/_projection_head/linear_layers/2/dense/kernel is \[\d+, 32\]"):
+        convert.convert_checkpoint(prefix, dataclasses.replace(
+            cfg, resnet_depth=18, sk_ratio=0.0625, num_proj_layers=2),
+            {"sk_ratio", "num_proj_layers"})
     used = tmp_path / "used"
     tf.train.Checkpoint(v=tf.Variable(1.0)).save(str(used / "ckpt"))
     with pytest.raises(ValueError, match="already holds a run's checkpoints"):
