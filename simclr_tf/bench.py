@@ -55,7 +55,7 @@ class Options:
     """How long and what to measure."""
 
     warmup_runs: int = 1
-    timed_runs: int = 3
+    timed_runs: int = 10  # x steps_per_run: 20 timed steps
     steps_per_run: int = 2
     matmul_calls: int = 10
     input_seconds: float = 8.0
@@ -75,6 +75,11 @@ class Options:
 
 
 def _median_time(fn: Callable[[], object], warmup: int, runs: int) -> float:
+    return statistics.median(_times(fn, warmup, runs))
+
+
+def _times(fn: Callable[[], object], warmup: int, runs: int) -> List[float]:
+    """Seconds of each of ``runs`` calls of ``fn`` after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -82,7 +87,7 @@ def _median_time(fn: Callable[[], object], warmup: int, runs: int) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
 def matmul_gflops(calls: int = 10, size: int = MATMUL_SIZE) -> float:
@@ -142,11 +147,14 @@ def measure_step(cfg: config_lib.Config, strategy, options: Options,
             loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
         return loss
 
-    seconds = _median_time(lambda: run_steps(inputs).numpy(), options.warmup_runs,
-                           options.timed_runs) / steps
+    times = [t / steps for t in _times(lambda: run_steps(inputs).numpy(),
+                                       options.warmup_runs, options.timed_runs)]
+    seconds = statistics.median(times)
     views = 2 * batch
     flops = 3 * forward_flops(model, size) * views
     return {"train_views_per_sec": views / seconds, "train_step_seconds": seconds,
+            "train_views_per_sec_min": views / max(times),
+            "train_views_per_sec_max": views / min(times),
             "train_gflops": flops / seconds / 1e9, "step_gflop": flops / 1e9}
 
 
@@ -380,7 +388,9 @@ def format_table(cfg: config_lib.Config, result: Dict[str, float]) -> str:
     lines = [head, "-" * len(head)]
     for key, label, unit in ROWS:
         if key in result:
-            lines.append(f"{label:<46} {result[key]:>10.2f} {unit}")
+            span = (f" ({result[key + '_min']:.2f}-{result[key + '_max']:.2f})"
+                    if key + "_min" in result else "")
+            lines.append(f"{label:<46} {result[key]:>10.2f} {unit}{span}")
     variants = [k[len("variant_"):-len("_views_per_sec")] for k in result
                 if k.startswith("variant_") and k.endswith("_views_per_sec")]
     if variants:

@@ -74,6 +74,8 @@ def test_bench_program_reports_consistent_figures():
                 "input_views_per_sec", "input_to_train_ratio", "eval_views_per_sec"):
         assert result[key] > 0, key
     assert result["train_views_per_sec"] == pytest.approx(16 / result["train_step_seconds"])
+    assert result["train_views_per_sec_min"] <= result["train_views_per_sec"] \
+        <= result["train_views_per_sec_max"]
     assert result["train_gflops"] == pytest.approx(
         result["step_gflop"] / result["train_step_seconds"])
     assert result["utilisation"] == pytest.approx(
@@ -96,6 +98,7 @@ def test_bench_program_reports_consistent_figures():
     ("--parts=step,gpu", "unknown benchmark parts ['gpu']"),
     ("--variants=fast", "unknown step variants ['fast']"),
     ("--scaling_batches=256,x", "--scaling_batches=256,x must be positive integers"),
+    ("--repeat=0", "--repeat=0 must be >= 1"),
 ])
 def test_bench_rejects_unknown_parts_and_variants(arg, message):
     proc = subprocess.run([sys.executable, "-m", "simclr_tf.cli.bench", arg],
@@ -180,3 +183,24 @@ def test_input_files_compares_the_two_ways_on_the_same_views(tmp_path):
     assert result["input_files_mean_kib"] == pytest.approx(
         np.mean([os.path.getsize(p) for p in paths[:4]]) / 1024)
     assert "speed-up" in bench.format_table(cfg, result)
+
+
+def test_repeated_runs_give_every_figure_as_median_min_and_max():
+    from simclr_tf import bench_repeat  # noqa: PLC0415
+
+    runs = [{"train_views_per_sec": 10.0, "train_views_per_sec_min": 9.0,
+             "train_views_per_sec_max": 11.0, "utilisation": 0.5, "name": "x"},
+            {"train_views_per_sec": 14.0, "train_views_per_sec_min": 13.5,
+             "train_views_per_sec_max": 16.0, "utilisation": 0.7, "name": "x"},
+            {"train_views_per_sec": 12.0, "train_views_per_sec_min": 7.0,
+             "train_views_per_sec_max": 12.5, "utilisation": 0.6, "name": "x"}]
+    calls = iter(runs)
+    result = bench_repeat.repeat(lambda: next(calls), 3, lambda _: None)
+    assert result["repeats"] == 3 and "name" not in result
+    assert (result["train_views_per_sec"], result["train_views_per_sec_min"],
+            result["train_views_per_sec_max"]) == (12.0, 7.0, 16.0)
+    assert (result["utilisation"], result["utilisation_min"], result["utilisation_max"]) == (
+        0.6, 0.5, 0.7)
+    assert bench_repeat.repeat(lambda: runs[0], 1, lambda _: None) is runs[0]
+    cfg = config_lib.Config(model_dir="unused")
+    assert "12.00 views/s (7.00-16.00)" in bench.format_table(cfg, result)

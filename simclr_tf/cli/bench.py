@@ -34,7 +34,11 @@ flags.DEFINE_integer("step_max_batch", 4096, "loss_scaling: time the whole step 
 flags.DEFINE_list("variants", [], "Step variants to measure beside the default step, in the "
                   "same run: sync_bn_stock_convs, sync_bn_one_replica, stock_convs, no_blur, "
                   "momentum, xla, mixed_bfloat16.")
-flags.DEFINE_integer("timed_runs", 3, "Timed runs of the step (the median is reported).")
+flags.DEFINE_integer("timed_runs", 10, "Timed runs of the step (the median is reported, "
+                     "with the min and max).")
+flags.DEFINE_integer("repeat", 1, "Run the whole benchmark this many times, interleaving "
+                     "everything it measures; every figure is then the median, with _min "
+                     "and _max (the ranges the docs quote).")
 flags.DEFINE_integer("steps_per_run", 2, "Steps inside one tf.function call per timed run.")
 flags.DEFINE_integer("matmul_calls", 10, "Timed matmul calls, before and after the step.")
 flags.DEFINE_float("input_seconds", 8.0, "Seconds of timed input-pipeline reading.")
@@ -43,7 +47,7 @@ flags.DEFINE_integer("source_height", 256, "Height of the in-memory source image
 flags.DEFINE_integer("source_width", 320, "Width of the in-memory source images.")
 
 FLAGS = flags.FLAGS
-_EXTRA = ("json", "parts", "variants", "timed_runs", "steps_per_run", "matmul_calls",
+_EXTRA = ("json", "parts", "variants", "repeat", "timed_runs", "steps_per_run", "matmul_calls",
           "input_seconds", "eval_seconds", "source_height", "source_width", "scaling_batches",
           "step_max_batch", "file_images", "file_height", "file_width", "file_seconds",
           "file_repeats")
@@ -73,12 +77,15 @@ def main(cfg, explicit):
         step_max_batch=FLAGS.step_max_batch, file_images=FLAGS.file_images,
         file_height=FLAGS.file_height, file_width=FLAGS.file_width,
         file_seconds=FLAGS.file_seconds, file_repeats=FLAGS.file_repeats)
-    for name in ("timed_runs", "steps_per_run", "matmul_calls", "source_height",
+    for name in ("repeat", "timed_runs", "steps_per_run", "matmul_calls", "source_height",
                  "source_width", "file_images", "file_height", "file_width", "file_repeats"):
         if getattr(FLAGS, name) < 1:
             raise ValueError(f"--{name}={getattr(FLAGS, name)} must be >= 1.")
     report = (lambda _: None) if FLAGS.json else (lambda s: print(s, flush=True))
-    result = bench.run(cfg, options, report)
+    from simclr_tf import bench_repeat  # noqa: PLC0415
+
+    result = bench_repeat.repeat(lambda: bench.run(cfg, options, report), FLAGS.repeat,
+                                 report)
     if FLAGS.json:
         print(json.dumps(result, sort_keys=True))
     else:
