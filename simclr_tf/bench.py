@@ -402,23 +402,8 @@ def format_table(cfg: config_lib.Config, result: Dict[str, float]) -> str:
                      f"{result.get(f'variant_{name}_utilisation', float('nan')):.3f}")
     from simclr_tf import bench_scaling  # noqa: PLC0415
 
-    return "\n".join(lines + _file_rows(result) + bench_scaling.format_rows(result))
+    from simclr_tf import bench_files  # noqa: PLC0415
 
+    return "\n".join(lines + bench_files.format_rows(result)
+                     + bench_scaling.format_rows(result))
 
-def _file_rows(result: Dict[str, float]) -> List[str]:
-    if "input_files_files_speedup" not in result:
-        return []
-    lines = [f"input from JPEG files ({result['input_files_mean_kib']:.0f} KiB each), views/s "
-             "median (min-max):"]
-    for kind in ("files", "records"):
-        for way in ("original", "ours"):
-            key, label = f"input_files_{kind}_{way}", f"{way}'s way"
-            lines.append(f"  {kind:<8} {label:<16} {result[key + '_views_per_sec']:>9.1f}"
-                         f" ({result[key + '_min']:.1f}-{result[key + '_max']:.1f})")
-        key = f"input_files_{kind}_speedup"
-        lines.append(f"  {kind:<8} {'speed-up':<16} {result[key]:>9.2f}"
-                     f" ({result[key + '_min']:.2f}-{result[key + '_max']:.2f})")
-    stages = [k for k in result if k.startswith("input_files_stage_")]
-    lines.append("one view's stages, ms per file: " + ", ".join(
-        f"{k[len('input_files_stage_'):-3]} {result[k]:.2f}" for k in stages))
-    return lines
