@@ -130,9 +130,10 @@ def build_dataset(source: Source, split: str, mode: str, global_batch_size: int,
       shuffle_buffer: defaults to the original's per-replica batch x (50 at <= 32 px else 10).
       jit_augment: the colour distortion of each batch in one XLA computation
         (``augment.batch_distort_colors``; pretrain only) instead of TF's kernels per view.
-      window_decode: training from a source that ``reads_encoded`` (TFDS) decodes only the
-        box holding the crops (``file_views``: the same views); False decodes every image
-        whole first, as the original did.
+      window_decode: training from a source that ``reads_encoded`` (TFDS's JPEG datasets)
+        decodes only the box holding the crops (``file_views``: the same views), unless
+        ``cache`` asks to keep the decoded images; False decodes every image whole first, as
+        the original did.
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not supported; use one of {MODES}.")
@@ -141,7 +142,7 @@ def build_dataset(source: Source, split: str, mode: str, global_batch_size: int,
     check_batch_divides(global_batch_size, num_replicas,
                         "train_batch_size" if training else "eval_batch_size")
     batch = global_batch_size // num_replicas
-    encoded = training and window_decode and source.reads_encoded
+    encoded = training and window_decode and not cache and source.reads_encoded
     read = source.read_encoded if encoded else source.read
     ds = read(split, input_context, shuffle_files=training)
     if cache:

@@ -66,19 +66,32 @@ def decode_box(contents: tf.Tensor, box: tf.Tensor) -> tf.Tensor:
     return image
 
 
-def crops(contents: tf.Tensor, image_size: int, crop_seeds) -> List[tf.Tensor]:
-    """``augment.crop_and_resize`` of the decoded file for each seed, [S, S, 3] float each,
-    decoding only the box that holds the windows."""
-    shape = image_shape(contents)
-    windows = [augment.crop_window(shape, seed) for seed in crop_seeds]
-    box = union_box(windows, shape)
-    pixels = decode_box(contents, box)
+def _resized(pixels, windows, box, image_size):
     views = []
     for begin, size in windows:
         crop = tf.slice(pixels, tf.stack([begin[0] - box[0], begin[1] - box[1], 0]), size)
         views.append(tf.image.resize(augment.to_float(crop)[tf.newaxis],
                                      [image_size, image_size], method="bicubic")[0])
     return views
+
+
+def crops(contents: tf.Tensor, image_size: int, crop_seeds) -> List[tf.Tensor]:
+    """``augment.crop_and_resize`` of the decoded file for each seed, [S, S, 3] float each;
+    a JPEG decodes only the box that holds the windows, another format is decoded once."""
+    def jpeg():
+        shape = tf.concat([tf.image.extract_jpeg_shape(contents)[:2], [3]], 0)
+        windows = [augment.crop_window(shape, seed) for seed in crop_seeds]
+        box = union_box(windows, shape)
+        pixels = tf.image.decode_and_crop_jpeg(contents, box, channels=3)
+        return _resized(pixels, windows, box, image_size)
+
+    def other():
+        pixels = decode_whole(contents)
+        windows = [augment.crop_window(tf.shape(pixels), seed) for seed in crop_seeds]
+        return _resized(pixels, windows, tf.zeros([4], tf.int32), image_size)
+
+    views = tf.cond(is_jpeg(contents), jpeg, other)
+    return [tf.ensure_shape(v, [image_size, image_size, 3]) for v in views]
 
 
 def pretrain_views_and_draws(contents: tf.Tensor, image_size: int,

@@ -325,7 +325,13 @@ class TFDSSource(Source):
         return self._examples(split, input_context, shuffle_files).map(
             _to_rgb_uint8, num_parallel_calls=tf.data.AUTOTUNE)
 
-    reads_encoded = True  # TFDS checked every image when it prepared the dataset
+    @property
+    def reads_encoded(self) -> bool:
+        """JPEG datasets (ImageNet, ...): training decodes only the crops' box. TFDS checked
+        every image when it prepared the dataset. PNG ones (CIFAR-10) decode whole anyway."""
+        features = self.builder.info.features
+        image = features["image"] if "image" in features else None
+        return getattr(image, "encoding_format", None) == "jpeg"
 
     def read_encoded(self, split, input_context=None, shuffle_files=False):
         decoders = {"image": self._tfds.decode.SkipDecoding()}

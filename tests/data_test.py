@@ -187,6 +187,7 @@ def test_tfds_mock_dataset_with_unknown_split_sizes():
     with tfds.testing.mock_data(num_examples=11):
         source = data.get_source("cifar10")
         assert source.info.num_classes == 10
+        assert not source.reads_encoded  # PNG: decoded whole in the source, as before
         assert source.num_examples("train") == 11
         images, labels = next(iter(data.build_dataset(source, "train", "pretrain", 4, 16)))
         assert images.shape == (4, 16, 16, 6) and labels.dtype == tf.int32
@@ -201,9 +202,8 @@ def test_tfds_training_decodes_only_the_crops_box_and_gives_the_same_batches(
     from simclr_tf import file_views  # noqa: PLC0415
 
     boxes = []
-    decode_box = file_views.decode_box
-    monkeypatch.setattr(file_views, "decode_box", lambda c, b: boxes.append(1) or
-                        decode_box(c, b))
+    crops = file_views.crops
+    monkeypatch.setattr(file_views, "crops", lambda *a: boxes.append(1) or crops(*a))
     with tfds.testing.mock_data(num_examples=12):  # imagenet2012's images are JPEG files
         source = data.get_source("imagenet2012")
         assert source.reads_encoded
