@@ -75,10 +75,10 @@ class Options:
 
 
 def _median_time(fn: Callable[[], object], warmup: int, runs: int) -> float:
-    return statistics.median(_times(fn, warmup, runs))
+    return statistics.median(call_times(fn, warmup, runs))
 
 
-def _times(fn: Callable[[], object], warmup: int, runs: int) -> List[float]:
+def call_times(fn: Callable[[], object], warmup: int, runs: int) -> List[float]:
     """Seconds of each of ``runs`` calls of ``fn`` after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
@@ -147,7 +147,7 @@ def measure_step(cfg: config_lib.Config, strategy, options: Options,
             loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
         return loss
 
-    times = [t / steps for t in _times(lambda: run_steps(inputs).numpy(),
+    times = [t / steps for t in call_times(lambda: run_steps(inputs).numpy(),
                                        options.warmup_runs, options.timed_runs)]
     seconds = statistics.median(times)
     views = 2 * batch

@@ -130,8 +130,11 @@ def stage_times(paths: List[str], image_size: int, strength: float) -> Dict[str,
     views = [augment.crop_and_resize(augment.to_float(x), image_size, [1, 2]) for x in images]
     draws = augment.ColorDraws(tf.constant([0.3, 0.3, 0.3, 0.05]), tf.range(4),
                                tf.constant(True), tf.constant(False))
-    window = lambda c: file_views.union_box(  # noqa: E731
-        [augment.crop_window(file_views.image_shape(c), [1, 2])], file_views.image_shape(c))
+
+    def window(c):
+        shape = file_views.image_shape(c)
+        return file_views.union_box([augment.crop_window(shape, [1, 2])], shape)
+
     stages = {
         "read": (lambda p: tf.io.read_file(p), paths),
         "decode_whole": (tf.function(file_views.decode_whole), contents),

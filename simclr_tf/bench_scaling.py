@@ -18,11 +18,11 @@ the same N (the gathered N x d projections are small next to the [n, N] blocks).
 
 import dataclasses
 import statistics
-import time
 from typing import Callable, Dict, List
 
 import tensorflow as tf
 
+from simclr_tf import bench  # bench imports this module only inside its functions
 from simclr_tf import losses
 
 BATCHES = (256, 512, 1024, 2048, 4096)
@@ -47,16 +47,6 @@ def spread(times: List[float], prefix: str) -> Dict[str, float]:
             f"{prefix}_min_ms": 1e3 * min(times), f"{prefix}_max_ms": 1e3 * max(times)}
 
 
-def _times(fn: Callable[[], object], runs: int) -> List[float]:
-    fn()  # trace and warm up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def measure_loss(batch: int, dim: int, temperature: float, runs: int) -> Dict[str, float]:
     """NT-Xent forward + backward on ``batch`` pairs of ``dim``-wide projections."""
     z1 = tf.random.stateless_normal([batch, dim], seed=[1, batch])
@@ -70,7 +60,7 @@ def measure_loss(batch: int, dim: int, temperature: float, runs: int) -> Dict[st
         return [loss] + tape.gradient(loss, [a, b])
 
     call = lambda: [t.numpy() for t in loss_and_grads(z1, z2)]  # noqa: E731
-    result = spread(_times(call, runs), f"loss_{batch}")
+    result = spread(bench.call_times(call, 1, runs), f"loss_{batch}")  # 1: trace, warm up
     result[f"loss_{batch}_peak_mib"] = peak_mib(call)
     return result
 

@@ -22,10 +22,13 @@ def is_jpeg(contents: tf.Tensor) -> tf.Tensor:
     return tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff")
 
 
+def _jpeg_shape(contents: tf.Tensor) -> tf.Tensor:
+    return tf.concat([tf.image.extract_jpeg_shape(contents)[:2], [3]], 0)
+
+
 def image_shape(contents: tf.Tensor) -> tf.Tensor:
     """[H, W, 3] of an encoded image; from the header alone for a JPEG."""
-    return tf.cond(is_jpeg(contents),
-                   lambda: tf.concat([tf.image.extract_jpeg_shape(contents)[:2], [3]], 0),
+    return tf.cond(is_jpeg(contents), lambda: _jpeg_shape(contents),
                    lambda: tf.shape(decode_whole(contents)))
 
 
@@ -79,7 +82,7 @@ def crops(contents: tf.Tensor, image_size: int, crop_seeds) -> List[tf.Tensor]:
     """``augment.crop_and_resize`` of the decoded file for each seed, [S, S, 3] float each;
     a JPEG decodes only the box that holds the windows, another format is decoded once."""
     def jpeg():
-        shape = tf.concat([tf.image.extract_jpeg_shape(contents)[:2], [3]], 0)
+        shape = _jpeg_shape(contents)
         windows = [augment.crop_window(shape, seed) for seed in crop_seeds]
         box = union_box(windows, shape)
         pixels = tf.image.decode_and_crop_jpeg(contents, box, channels=3)
