@@ -27,22 +27,9 @@ import tensorflow as tf
 
 from simclr_tf import config as config_lib
 from simclr_tf import data as data_lib
+from simclr_tf import bench_step
 from simclr_tf import model as model_lib
-from simclr_tf import optim
-from simclr_tf import step as step_lib
 
-# Step variants that ``--variants`` measures in one run: changes to the config, and for the
-# steps before the fused single-replica batch norm, ``sync_bn`` forcing synchronised layers.
-VARIANTS = {
-    "default": {},
-    "sync_bn_stock_convs": {"matmul_small_convs": False},  # the first step: neither change
-    "sync_bn_one_replica": {},  # the step before the fused batch norm on one replica
-    "no_blur": {"use_blur": False},
-    "momentum": {"optimizer": "momentum"},  # instead of LARS: the cost of its norms
-    "xla": {"jit_compile": True},
-    "stock_convs": {"matmul_small_convs": False},  # TF's kernels for the small convolutions
-    "mixed_bfloat16": {"precision": "mixed_bfloat16"},
-}
 MATMUL_SIZE = 2048
 PARTS = ("step", "input", "eval")
 # Only when asked: whole programs in subprocesses, or long sweeps (bench_scaling).
@@ -99,65 +86,6 @@ def matmul_gflops(calls: int = 10, size: int = MATMUL_SIZE) -> float:
     return 2.0 * size ** 3 / seconds / 1e9
 
 
-def forward_flops(model, image_size: int) -> int:
-    """FLOPs of one image's forward pass through ``model``, counted by TF's profiler."""
-    from tensorflow.python.framework import convert_to_constants  # noqa: PLC0415
-
-    fn = tf.function(lambda x: model(x, training=False))
-    concrete = fn.get_concrete_function(tf.TensorSpec([1, image_size, image_size, 3]))
-    graph = convert_to_constants.convert_variables_to_constants_v2(concrete).graph
-    builder = tf.compat.v1.profiler.ProfileOptionBuilder
-    options = builder(builder.float_operation()).with_empty_output().build()
-    return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
-
-
-def _distribute_batch(strategy, images, labels):
-    n = images.shape[0] // strategy.num_replicas_in_sync
-
-    def local(ctx):
-        i = ctx.replica_id_in_sync_group
-        return images[i * n:(i + 1) * n], labels[i * n:(i + 1) * n]
-
-    return strategy.experimental_distribute_values_from_function(local)
-
-
-def measure_step(cfg: config_lib.Config, strategy, options: Options,
-                 sync_bn: Optional[bool] = None) -> Dict[str, float]:
-    """Views/s and achieved GFLOP/s of the pretraining step of ``cfg`` (``sync_bn``: force
-    the batch norm's kind; None decides as training does)."""
-    num_classes = NUM_CLASSES if cfg.lineareval_while_pretraining else None
-    num_replicas = strategy.num_replicas_in_sync
-    with strategy.scope():
-        model = model_lib.from_config(cfg, num_classes, strategy, sync_bn=sync_bn)
-        optimizer = optim.make_optimizer(cfg, cfg.learning_rate)
-    replica_step = step_lib.make_replica_step(model, optimizer, cfg, num_replicas)
-    batch = cfg.train_batch_size
-    size = cfg.image_size
-    images = tf.random.stateless_uniform([batch, size, size, 6], seed=[5, 6])
-    labels = tf.random.stateless_uniform([batch], seed=[7, 8], maxval=NUM_CLASSES,
-                                         dtype=tf.int32)
-    inputs = _distribute_batch(strategy, images, labels)
-    steps = options.steps_per_run
-
-    @tf.function
-    def run_steps(x):  # several steps in one function, as orbit's loop runs them
-        loss = tf.constant(0.0)
-        for _ in tf.range(steps):
-            per_replica, _ = strategy.run(replica_step, args=(x,))
-            loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-        return loss
-
-    times = [t / steps for t in call_times(lambda: run_steps(inputs).numpy(),
-                                       options.warmup_runs, options.timed_runs)]
-    seconds = statistics.median(times)
-    views = 2 * batch
-    flops = 3 * forward_flops(model, size) * views
-    return {"train_views_per_sec": views / seconds, "train_step_seconds": seconds,
-            "train_views_per_sec_min": views / max(times),
-            "train_views_per_sec_max": views / min(times),
-            "train_gflops": flops / seconds / 1e9, "step_gflop": flops / 1e9}
-
-
 def _source(options: Options) -> data_lib.ArraySource:
     rng = np.random.default_rng(0)
     shape = [options.source_images, options.source_height, options.source_width, 3]
@@ -207,18 +135,10 @@ def measure_eval(cfg: config_lib.Config, options: Options) -> float:
 
 def _measure_steps(cfg: config_lib.Config, strategy, options: Options,
                    report: Callable[[str], None]) -> Dict[str, float]:
-    """The step and its variants, between two measures of the matmul peak."""
+    """The step and its variants (interleaved), between two measures of the matmul peak."""
     report("measuring the float32 matmul peak ...")
     before = matmul_gflops(options.matmul_calls)
-    report(f"measuring the pretraining step ({cfg.train_batch_size} images, "
-           f"{2 * cfg.train_batch_size} views) ...")
-    result = measure_step(cfg, strategy, options)
-    for name in options.variants:
-        report(f"measuring step variant {name} ...")
-        step = measure_step(dataclasses.replace(cfg, **VARIANTS[name]), strategy, options,
-                            sync_bn=True if name.startswith("sync_bn_") else None)
-        result[f"variant_{name}_views_per_sec"] = step["train_views_per_sec"]
-        result[f"variant_{name}_gflops"] = step["train_gflops"]
+    result = bench_step.measure_with_variants(cfg, strategy, options, report)
     after = matmul_gflops(options.matmul_calls)
     result["matmul_gflops"] = (before + after) / 2
     result["matmul_gflops_before"], result["matmul_gflops_after"] = before, after
@@ -237,10 +157,10 @@ def run(cfg: config_lib.Config, options: Optional[Options] = None,
     if unknown:
         raise ValueError(f"unknown benchmark parts {sorted(unknown)}; use some of "
                          f"{PARTS + SLOW_PARTS}.")
-    unknown = set(options.variants) - set(VARIANTS)
+    unknown = set(options.variants) - set(bench_step.VARIANTS)
     if unknown:
         raise ValueError(f"unknown step variants {sorted(unknown)}; use some of "
-                         f"{list(VARIANTS)}.")
+                         f"{list(bench_step.VARIANTS)}.")
     cfg = dataclasses.replace(cfg, model_dir=cfg.model_dir or "<unused>",
                               train_mode="pretrain").validate()
     from simclr_tf import strategies  # noqa: PLC0415
@@ -279,7 +199,8 @@ def run(cfg: config_lib.Config, options: Optional[Options] = None,
     if "loss_scaling" in options.parts:
         from simclr_tf import bench_scaling  # noqa: PLC0415
 
-        result.update(bench_scaling.run(cfg, strategy, options, report, measure_step))
+        result.update(bench_scaling.run(cfg, strategy, options, report,
+                                           bench_step.measure_step))
     return result
 
 
@@ -396,9 +317,11 @@ def format_table(cfg: config_lib.Config, result: Dict[str, float]) -> str:
     if variants:
         lines.append("step variants (views/s, ratio to the default step, utilisation):")
     for name in variants:
-        speed = result[f"variant_{name}_views_per_sec"]
-        lines.append(f"  {name:<44} {speed:>10.2f} "
-                     f"{speed / result['train_views_per_sec']:.2f}x "
+        speed, key = result[f"variant_{name}_views_per_sec"], f"variant_{name}_ratio"
+        ratio = result.get(key, speed / result["train_views_per_sec"])
+        span = (f" ({result[key + '_min']:.2f}-{result[key + '_max']:.2f})"
+                if key + "_min" in result else "")
+        lines.append(f"  {name:<44} {speed:>10.2f} {ratio:.2f}x{span} "
                      f"{result.get(f'variant_{name}_utilisation', float('nan')):.3f}")
     from simclr_tf import bench_scaling  # noqa: PLC0415
 

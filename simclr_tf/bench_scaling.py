@@ -8,7 +8,7 @@ global batches N (default 256 ... 4096):
 - the loss alone, forward + backward, on random projections of width ``--proj_out_dim``
   (the very ``losses.nt_xent`` of training): time per call and the allocator's peak memory
   above what was in use before the call;
-- the whole pretraining step (``bench.measure_step``) of the configured encoder, for the
+- the whole pretraining step (``bench_step.measure_step``) of the configured encoder, for the
   batches up to ``step_max_batch``: time per step, peak memory, and the loss's share of the
   step's time.
 

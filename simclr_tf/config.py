@@ -182,9 +182,14 @@ class Config:
         choices=choices.PRECISIONS)
     jit_compile: bool = _field(False, "Compile the replica step with XLA (TPUs always do).")
     matmul_small_convs: bool = _field(
-        True, "On a CPU, run float32 3x3 convolutions with at most 4x4 outputs (7x7 when "
-        "strided) as one matmul over their patches (faster on those layers; the same "
-        "function up to float rounding). Exports always use TF's convolutions.")
+        True, "On a CPU, run float32 3x3 convolutions with few outputs as one matmul over "
+        "their patches where that is faster (the same function up to float rounding; "
+        "--nomatmul_small_convs: TF's kernels everywhere). Exports always use TF's.")
+    calibrate_convs: bool = _field(
+        True, "With --matmul_small_convs, measure for each small convolution (up to 8x8 "
+        "outputs) whether the matmul beats TF's kernel on this machine, once per shape, kept "
+        "in ~/.cache/simclr_tf/conv_choices.json ($SIMCLR_TF_CACHE_DIR); false: fixed sizes "
+        "(4x4 outputs, 7x7 strided), tuned on an AVX-512 Xeon.")
     tpu_name: Optional[str] = _field(None, "TPU name or address for --strategy=tpu ('local' "
                                      "on a TPU VM).")
     tpu_zone: Optional[str] = _field(None, "GCE zone of the TPU (passed to the TPU cluster "

@@ -9,6 +9,7 @@ float32 on a CPU (``matmul_convs_fit``); exports trace inside ``stock_convolutio
 """
 
 import contextlib
+import dataclasses
 
 import numpy as np
 import tensorflow as tf
@@ -18,6 +19,27 @@ import tf_keras as keras
 # (height x width; by stride) runs as one matmul over its patches: the shapes where TF's
 # oneDNN kernels are slower than a matmul (measured in docs/performance.md).
 MATMUL_CONV_MAX_POSITIONS = {1: 16, 2: 49}
+# With a chooser (``conv_choice.ConvChooser``), the convolutions with at most this many output
+# positions are candidates: the chooser measures each shape on the machine and decides.
+CANDIDATE_MAX_POSITIONS = {1: 64, 2: 64}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvShape:
+    """A 3x3 convolution as ``convs.Conv`` runs it: the (padded, for a stride > 1) input
+    [batch, height, width, channels], its filters and its stride."""
+
+    batch: int
+    height: int
+    width: int
+    channels: int
+    filters: int
+    stride: int
+
+    @property
+    def key(self) -> str:
+        return (f"b{self.batch} {self.height}x{self.width}x{self.channels}->{self.filters} "
+                f"s{self.stride}")
 
 
 def matmul_convs_fit(precision: str, strategy: tf.distribute.Strategy) -> bool:
@@ -65,6 +87,32 @@ def _pad1(x: tf.Tensor) -> tf.Tensor:
     return tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
 
 
+def matmul_forward(x: tf.Tensor, kernel: tf.Tensor, stride: int):
+    """The forward pass of ``conv3x3_as_matmul``: its output and the patches its gradients
+    use."""
+    channels, filters = kernel.shape[2], kernel.shape[3]
+    patches, rows, cols = _patches(_pad1(x) if stride == 1 else x, stride)
+    y = tf.matmul(patches, tf.reshape(kernel, [9 * channels, filters]))
+    return tf.reshape(y, [-1, rows, cols, filters]), patches
+
+
+def matmul_backward(dy: tf.Tensor, patches: tf.Tensor, x: tf.Tensor, kernel: tf.Tensor,
+                    stride: int):
+    """The gradients (input's, kernel's) of ``conv3x3_as_matmul`` for the output's ``dy``."""
+    channels, filters = kernel.shape[2], kernel.shape[3]
+    dkernel = tf.matmul(patches, tf.reshape(dy, [-1, filters]), transpose_a=True)
+    if stride == 1:
+        turned = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
+        dpatches, _, _ = _patches(_pad1(dy), 1)
+        dx = tf.matmul(dpatches, tf.reshape(turned, [9 * filters, channels]))
+        dx = tf.reshape(dx, tf.shape(x))
+    else:
+        dx = tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
+            strides=[1, stride, stride, 1], padding="VALID")
+    return dx, tf.reshape(dkernel, tf.shape(kernel))
+
+
 def conv3x3_as_matmul(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
     """``tf.nn.conv2d`` of ``x`` [B, H, W, C] (static H, W) with ``kernel`` [3, 3, C, F] as one
     matmul over the patches; stride 1 pads SAME, a larger stride convolves VALID.
@@ -77,24 +125,8 @@ def conv3x3_as_matmul(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor
     """
     @tf.custom_gradient
     def conv(x, kernel):
-        channels, filters = kernel.shape[2], kernel.shape[3]
-        patches, rows, cols = _patches(_pad1(x) if stride == 1 else x, stride)
-        y = tf.matmul(patches, tf.reshape(kernel, [9 * channels, filters]))
-
-        def grad(dy):
-            dkernel = tf.matmul(patches, tf.reshape(dy, [-1, filters]), transpose_a=True)
-            if stride == 1:
-                turned = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
-                dpatches, _, _ = _patches(_pad1(dy), 1)
-                dx = tf.matmul(dpatches, tf.reshape(turned, [9 * filters, channels]))
-                dx = tf.reshape(dx, tf.shape(x))
-            else:
-                dx = tf.raw_ops.Conv2DBackpropInput(
-                    input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
-                    strides=[1, stride, stride, 1], padding="VALID")
-            return dx, tf.reshape(dkernel, tf.shape(kernel))
-
-        return tf.reshape(y, [-1, rows, cols, filters]), grad
+        y, patches = matmul_forward(x, kernel, stride)
+        return y, lambda dy: matmul_backward(dy, patches, x, kernel, stride)
 
     return conv(x, kernel)
 
@@ -104,14 +136,17 @@ class Conv(keras.layers.Layer):
 
     Stride 1 pads ``SAME``; a larger stride pads k - 1 in total (``(k - 1) // 2`` before) and
     then convolves ``VALID``, so the output does not depend on the input's parity. With
-    ``matmul``, float32 3x3 convolutions with few output positions
-    (``MATMUL_CONV_MAX_POSITIONS``) run on a CPU as ``conv3x3_as_matmul``.
+    ``matmul``, float32 3x3 convolutions with few output positions run on a CPU as
+    ``conv3x3_as_matmul``: those within ``MATMUL_CONV_MAX_POSITIONS``, or with a ``chooser``
+    (a callable on a ``conv_choice.ConvShape``) those within ``CANDIDATE_MAX_POSITIONS`` that
+    it picks.
     """
 
     def __init__(self, filters: int, kernel_size: int, strides: int = 1, matmul: bool = False,
-                 **kwargs):
+                 chooser=None, **kwargs):
         super().__init__(**kwargs)
         self.kernel_size, self.strides, self.matmul = kernel_size, strides, matmul
+        self.chooser = chooser
         self.conv = keras.layers.Conv2D(
             filters, kernel_size, strides=strides, use_bias=False,
             padding="same" if strides == 1 else "valid",
@@ -139,4 +174,10 @@ class Conv(keras.layers.Layer):
         pad = 2 if self.strides == 1 else 0  # stride 1 pads SAME inside conv3x3_as_matmul
         positions = (_valid_size(height + pad, self.strides)
                      * _valid_size(width + pad, self.strides))
-        return positions <= MATMUL_CONV_MAX_POSITIONS.get(self.strides, 0)
+        if self.chooser is None:
+            return positions <= MATMUL_CONV_MAX_POSITIONS.get(self.strides, 0)
+        if (positions > CANDIDATE_MAX_POSITIONS.get(self.strides, 0) or x.shape[0] is None
+                or tf.executing_eagerly()):  # the chooser decides for traced steps only
+            return False
+        return self.chooser(ConvShape(
+            x.shape[0], height, width, x.shape[3], self.conv.filters, self.strides))

@@ -40,16 +40,16 @@ class _Settings:
     """Settings shared by every layer of one network; makes its batch norms and convolutions."""
 
     def __init__(self, global_bn: bool, decay: float, epsilon: float,
-                 matmul_small_convs: bool = False):
+                 matmul_small_convs: bool = False, conv_chooser=None):
         self.global_bn, self.decay, self.epsilon = global_bn, decay, epsilon
-        self.matmul_small_convs = matmul_small_convs
+        self.matmul_small_convs, self.conv_chooser = matmul_small_convs, conv_chooser
 
     def bn(self, relu: bool = True, zero_gamma: bool = False) -> "_BatchNormRelu":
         return _BatchNormRelu(self, relu=relu, zero_gamma=zero_gamma)
 
     def conv(self, filters: int, kernel_size: int, strides: int = 1, **kwargs) -> convs.Conv:
         return convs.Conv(filters, kernel_size, strides, matmul=self.matmul_small_convs,
-                          **kwargs)
+                          chooser=self.conv_chooser, **kwargs)
 
 
 class _BatchNormRelu(keras.layers.Layer):
@@ -275,7 +275,8 @@ def build_resnet(depth: int, width_multiplier: float = 1, sk_ratio: float = 0.0,
                  se_ratio: float = 0.0, cifar_stem: bool = False, global_bn: bool = False,
                  bn_decay: float = 0.9,
                  bn_epsilon: float = 1e-5, fine_tune_after_block: int = -1,
-                 matmul_small_convs: bool = False, name: Optional[str] = None) -> ResNet:
+                 matmul_small_convs: bool = False, conv_chooser=None,
+                 name: Optional[str] = None) -> ResNet:
     """The SimCLR ResNet of ``depth`` (18, 34, 50, 101, 152, 200).
 
     Args:
@@ -293,6 +294,8 @@ def build_resnet(depth: int, width_multiplier: float = 1, sk_ratio: float = 0.0,
       matmul_small_convs: 3x3 float32 convolutions with few output positions run as one
         matmul over their patches (``convs.Conv``): the same function, faster on a CPU
         only; ``model.from_config`` asks for it only there (``convs.matmul_convs_fit``).
+      conv_chooser: with ``matmul_small_convs``, decides per shape which candidates run as a
+        matmul (``conv_choice.ConvChooser``: measured on the machine); None: fixed sizes.
 
     Raises:
       ValueError: naming a value outside what is accepted.
@@ -302,7 +305,7 @@ def build_resnet(depth: int, width_multiplier: float = 1, sk_ratio: float = 0.0,
     choices.check_sk_ratio(sk_ratio, flag=False)
     choices.check_se_ratio(se_ratio, flag=False)
     choices.check_fine_tune_after_block(fine_tune_after_block, flag=False)
-    net = _Settings(global_bn, bn_decay, bn_epsilon, matmul_small_convs)
+    net = _Settings(global_bn, bn_decay, bn_epsilon, matmul_small_convs, conv_chooser)
     kwargs = {"name": name} if name else {}
     return ResNet(depth, width_multiplier, sk_ratio, cifar_stem, net, fine_tune_after_block,
                   se_ratio, **kwargs)

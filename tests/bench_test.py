@@ -14,6 +14,7 @@ import tf_keras as keras
 import simclr_tf  # noqa: F401
 from simclr_tf import bench
 from simclr_tf import bench_scaling
+from simclr_tf import bench_step
 from simclr_tf import config as config_lib
 from simclr_tf import model as model_lib
 
@@ -23,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_flops_of_one_convolution_are_two_per_multiply_add():
     conv = keras.Sequential([keras.Input([8, 8, 3]),
                              keras.layers.Conv2D(4, 3, padding="same", use_bias=False)])
-    assert bench.forward_flops(conv, 8) == 2 * (8 * 8 * 4) * (3 * 3 * 3)
+    assert bench_step.forward_flops(conv, 8) == 2 * (8 * 8 * 4) * (3 * 3 * 3)
 
 
 def _resnet18_cifar_macs(width, size, proj_dims, num_classes):
@@ -54,7 +55,7 @@ def test_resnet18_flops_match_the_layout(matmul_convs):
                                   proj_out_dim=64, num_classes=10,
                                   matmul_small_convs=matmul_convs)
     model(tf.zeros([1, 32, 32, 3]), training=False)
-    counted = bench.forward_flops(model, 32)
+    counted = bench_step.forward_flops(model, 32)
     expected = 2 * _resnet18_cifar_macs(0.5, 32, [256, 64], 10)
     # The profiler also counts the cheap element-wise work (batch norm, adds): < 2% here.
     assert expected <= counted <= 1.02 * expected, (counted, expected)
@@ -90,6 +91,11 @@ def test_bench_program_reports_consistent_figures():
         assert result[f"variant_{name}_utilisation"] == pytest.approx(
             result[f"variant_{name}_gflops"] / result["matmul_gflops"])
         assert 0 < result[f"variant_{name}_utilisation"] <= 1.2
+        # One round: the ratio of the side-by-side calls is that of the speeds.
+        assert result[f"variant_{name}_ratio"] == pytest.approx(
+            speed / result["train_views_per_sec"])
+        assert result[f"variant_{name}_ratio_min"] == result[f"variant_{name}_ratio_max"] \
+            == result[f"variant_{name}_ratio"]
     assert result["input_to_train_ratio"] == pytest.approx(
         result["input_views_per_sec"] / result["train_views_per_sec"])
 
@@ -112,8 +118,9 @@ def test_bench_rejects_unknown_parts_and_variants(arg, message):
     ("sync_bn_one_replica", True, True), ("sync_bn_stock_convs", True, False)])
 def test_step_variants_build_the_step_they_name(variant, sync_bn, matmul_convs):
     cfg = config_lib.Config(train_mode="pretrain", resnet_depth=18, width_multiplier=0.25,
-                            image_size=16, model_dir="<unused>")
-    model = model_lib.from_config(dataclasses.replace(cfg, **bench.VARIANTS[variant]), None,
+                            image_size=16, model_dir="<unused>", calibrate_convs=False)
+    model = model_lib.from_config(dataclasses.replace(cfg, **bench_step.VARIANTS[variant]),
+                                  None,
                                   sync_bn=True if variant.startswith("sync_bn_") else None)
     bns = [layer for layer in model.submodules
            if isinstance(layer, keras.layers.BatchNormalization)]

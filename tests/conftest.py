@@ -4,10 +4,17 @@ Splits the one physical CPU into two logical devices before TensorFlow initialis
 distributed tests run a real 2-replica MirroredStrategy on a laptop or a CI box.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The small convolutions' measured choices (conv_choice) go to a folder of this session, not
+# the user's ~/.cache; the programs the tests start inherit it.
+os.environ["SIMCLR_TF_CACHE_DIR"] = tempfile.mkdtemp(prefix="simclr_tf_test_cache.")
+atexit.register(shutil.rmtree, os.environ["SIMCLR_TF_CACHE_DIR"], True)
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
