@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional
 import tensorflow as tf
 
 from simclr_tf import config as config_lib
+from simclr_tf import convs
 from simclr_tf import model as model_lib
 from simclr_tf import optim
 from simclr_tf import step as step_lib
@@ -29,7 +30,7 @@ VARIANTS = {
     "momentum": {"optimizer": "momentum"},  # instead of LARS: the cost of its norms
     "xla": {"jit_compile": True},
     "stock_convs": {"matmul_small_convs": False},  # TF's kernels for the small convolutions
-    "fixed_convs": {"calibrate_convs": False},  # the matmul at fixed sizes, not measured
+    "fixed_kernels": {"calibrate_kernels": False},  # the matmul at fixed sizes, not measured
     "mixed_bfloat16": {"precision": "mixed_bfloat16"},
 }
 NUM_CLASSES = 10
@@ -46,11 +47,13 @@ class PreparedStep:
 
 
 def forward_flops(model, image_size: int) -> int:
-    """FLOPs of one image's forward pass through ``model``, counted by TF's profiler."""
+    """FLOPs of one image's forward pass through ``model``, counted by TF's profiler (on TF's
+    convolutions: the same FLOPs, and nothing for the convolution chooser to measure)."""
     from tensorflow.python.framework import convert_to_constants  # noqa: PLC0415
 
     fn = tf.function(lambda x: model(x, training=False))
-    concrete = fn.get_concrete_function(tf.TensorSpec([1, image_size, image_size, 3]))
+    with convs.tf_kernels(model):
+        concrete = fn.get_concrete_function(tf.TensorSpec([1, image_size, image_size, 3]))
     graph = convert_to_constants.convert_variables_to_constants_v2(concrete).graph
     builder = tf.compat.v1.profiler.ProfileOptionBuilder
     options = builder(builder.float_operation()).with_empty_output().build()

@@ -185,11 +185,12 @@ class Config:
         True, "On a CPU, run float32 3x3 convolutions with few outputs as one matmul over "
         "their patches where that is faster (the same function up to float rounding; "
         "--nomatmul_small_convs: TF's kernels everywhere). Exports always use TF's.")
-    calibrate_convs: bool = _field(
-        True, "With --matmul_small_convs, measure for each small convolution (up to 8x8 "
-        "outputs) whether the matmul beats TF's kernel on this machine, once per shape, kept "
-        "in ~/.cache/simclr_tf/conv_choices.json ($SIMCLR_TF_CACHE_DIR); false: fixed sizes "
-        "(4x4 outputs, 7x7 strided), tuned on an AVX-512 Xeon.")
+    calibrate_kernels: bool = _field(
+        True, "On a CPU in float32, measure once per layer shape which way is faster on this "
+        "machine: each small convolution (up to 8x8 outputs) as a matmul or TF's kernel, each "
+        "training batch norm on sums + a depthwise convolution or oneDNN's kernel; kept in "
+        "~/.cache/simclr_tf/kernel_choices.json ($SIMCLR_TF_CACHE_DIR). false: TF's batch "
+        "norm, and the matmul at fixed sizes (4x4 outputs, 7x7 strided; an AVX-512 Xeon's).")
     tpu_name: Optional[str] = _field(None, "TPU name or address for --strategy=tpu ('local' "
                                      "on a TPU VM).")
     tpu_zone: Optional[str] = _field(None, "GCE zone of the TPU (passed to the TPU cluster "

@@ -5,7 +5,7 @@
 ``conv3x3_as_matmul`` (one gather of the patches and one matmul, with matmul gradients): the
 same function up to float rounding, faster than TF's oneDNN kernels for those shapes (the
 measured figures are in docs/performance.md). The model builder turns ``matmul`` on only for
-float32 on a CPU (``matmul_convs_fit``); exports trace inside ``stock_convolutions(model)``.
+float32 on a CPU (``matmul_convs_fit``); exports trace inside ``tf_kernels(model)``.
 """
 
 import contextlib
@@ -19,7 +19,7 @@ import tf_keras as keras
 # (height x width; by stride) runs as one matmul over its patches: the shapes where TF's
 # oneDNN kernels are slower than a matmul (measured in docs/performance.md).
 MATMUL_CONV_MAX_POSITIONS = {1: 16, 2: 49}
-# With a chooser (``conv_choice.ConvChooser``), the convolutions with at most this many output
+# With a chooser (``kernel_choice.KernelChooser``), the convolutions with at most this many output
 # positions are candidates: the chooser measures each shape on the machine and decides.
 CANDIDATE_MAX_POSITIONS = {1: 64, 2: 64}
 
@@ -53,17 +53,25 @@ def matmul_convs_fit(precision: str, strategy: tf.distribute.Strategy) -> bool:
 
 
 @contextlib.contextmanager
-def stock_convolutions(model: tf.Module):
-    """Every ``Conv`` of ``model`` traced inside runs TF's convolution op (``export`` traces
-    in here, so that a SavedModel made on a CPU runs as well on a GPU or a TPU)."""
-    layers = [m for m in model.submodules if isinstance(m, Conv) and m.matmul]
-    for layer in layers:
+def tf_kernels(model: tf.Module):
+    """Every layer of ``model`` traced inside runs TF's kernels: each ``Conv`` TF's
+    convolution op, each batch norm with a kernel chooser Keras's layer (``export`` traces in
+    here, so that a SavedModel made on a CPU runs as well on a GPU or a TPU)."""
+    convolutions = [m for m in model.submodules if isinstance(m, Conv) and m.matmul]
+    choosers = [m for m in model.submodules
+                if not isinstance(m, Conv) and getattr(m, "chooser", None) is not None]
+    saved = [m.chooser for m in choosers]
+    for layer in convolutions:
         layer.matmul = False
+    for layer in choosers:
+        layer.chooser = None
     try:
         yield
     finally:
-        for layer in layers:
+        for layer in convolutions:
             layer.matmul = True
+        for layer, chooser in zip(choosers, saved):
+            layer.chooser = chooser
 
 
 def _valid_size(size: int, stride: int) -> int:
@@ -138,7 +146,7 @@ class Conv(keras.layers.Layer):
     then convolves ``VALID``, so the output does not depend on the input's parity. With
     ``matmul``, float32 3x3 convolutions with few output positions run on a CPU as
     ``conv3x3_as_matmul``: those within ``MATMUL_CONV_MAX_POSITIONS``, or with a ``chooser``
-    (a callable on a ``conv_choice.ConvShape``) those within ``CANDIDATE_MAX_POSITIONS`` that
+    (a callable on a ``kernel_choice.ConvShape``) those within ``CANDIDATE_MAX_POSITIONS`` that
     it picks.
     """
 

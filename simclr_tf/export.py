@@ -89,7 +89,7 @@ def export_model(model, export_dir: str) -> str:
     tmp = os.path.join(parent, f".tmp-{os.path.basename(export_dir)}-{os.getpid()}")
     if tf.io.gfile.exists(tmp):
         tf.io.gfile.rmtree(tmp)
-    with convs.stock_convolutions(model):  # no CPU-only formulation in a graph for anywhere
+    with convs.tf_kernels(model):  # no CPU-only formulation in a graph for anywhere
         root = _Exportable(model)
         with _without_keras_traces():
             tf.saved_model.save(root, tmp, signatures={"serving_default": root.serve})

@@ -11,7 +11,7 @@ from typing import Dict, Optional
 import tensorflow as tf
 import tf_keras as keras
 
-from simclr_tf import choices, conv_choice, convs
+from simclr_tf import choices, kernel_choice, convs
 from simclr_tf import endpoints as ep
 from simclr_tf import heads as heads_lib
 from simclr_tf import resnet
@@ -103,12 +103,12 @@ def build_model(resnet_depth: int = 50, width_multiplier: float = 1, sk_ratio: f
                 proj_out_dim: int = 128, ft_proj_selector: int = 0,
                 num_classes: Optional[int] = None, mode: str = "pretrain",
                 fine_tune_after_block: int = -1, zero_init_logits_layer: bool = False,
-                matmul_small_convs: bool = False, conv_chooser=None) -> SimCLRModel:
+                matmul_small_convs: bool = False, kernel_chooser=None) -> SimCLRModel:
     """Builds a SimCLRModel from the original's flag values.
 
     The CIFAR stem (3x3 stride 1, no max-pool) is used for ``image_size`` <= 32, as in the
     original. ``num_classes`` None or 0 builds no supervised head. ``matmul_small_convs``,
-    ``conv_chooser``: see ``resnet.build_resnet``. Call the model once (e.g.
+    ``kernel_chooser``: see ``resnet.build_resnet``. Call the model once (e.g.
     on ``tf.zeros([1, image_size, image_size, 3])``) to create its variables.
     """
     choices.check_pretraining_trains_everything(fine_tune_after_block, mode, flag=False)
@@ -116,7 +116,7 @@ def build_model(resnet_depth: int = 50, width_multiplier: float = 1, sk_ratio: f
         resnet_depth, width_multiplier=width_multiplier, sk_ratio=sk_ratio, se_ratio=se_ratio,
         cifar_stem=image_size <= 32, global_bn=global_bn, bn_decay=bn_decay,
         fine_tune_after_block=fine_tune_after_block, matmul_small_convs=matmul_small_convs,
-        conv_chooser=conv_chooser)
+        kernel_chooser=kernel_chooser)
     head = heads_lib.build_projection_head(
         proj_head_mode, num_proj_layers, proj_out_dim, ft_proj_selector,
         global_bn=global_bn, bn_decay=bn_decay)
@@ -169,15 +169,17 @@ def from_config(cfg, num_classes: Optional[int],
     The choices that depend on the machine are made here, once, for ``strategy`` (default:
     the one in scope): batch norm synchronised across replicas only with ``cfg.global_bn``
     and several replicas (on one, the fused kernel computes the same statistics faster), and
-    the matmul convolutions only with ``cfg.matmul_small_convs`` on a CPU in float32 (with
-    ``cfg.calibrate_convs``, for the shapes this machine runs faster that way, measured once).
+    the matmul convolutions only with ``cfg.matmul_small_convs`` on a CPU in float32; there,
+    with ``cfg.calibrate_kernels``, the small convolutions and the training batch norms take
+    the way this machine runs faster, measured once per shape (``kernel_choice``).
     ``sync_bn`` True or False overrides the batch-norm choice (the benchmark's variants)."""
     strategy = strategy or tf.distribute.get_strategy()
     if sync_bn is None:
         sync_bn = cfg.global_bn and strategy.num_replicas_in_sync > 1
-    matmul = cfg.matmul_small_convs and convs.matmul_convs_fit(cfg.precision, strategy)
-    conv_chooser = (conv_choice.ConvChooser(conv_choice.default_cache_file())
-                    if matmul and cfg.calibrate_convs else None)
+    fits = convs.matmul_convs_fit(cfg.precision, strategy)  # a CPU, float32
+    matmul = cfg.matmul_small_convs and fits
+    kernel_chooser = (kernel_choice.KernelChooser(kernel_choice.default_cache_file())
+                      if fits and cfg.calibrate_kernels else None)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(cfg.precision)
     try:
@@ -196,7 +198,7 @@ def from_config(cfg, num_classes: Optional[int],
                 num_classes=num_classes, mode=cfg.train_mode,
                 fine_tune_after_block=cfg.effective_fine_tune_after_block,
                 zero_init_logits_layer=cfg.zero_init_logits_layer,
-                matmul_small_convs=matmul, conv_chooser=conv_chooser)
+                matmul_small_convs=matmul, kernel_chooser=kernel_chooser)
         # Create every variable now, so restoring assigns at once and shape errors surface.
         model(tf.zeros([1, cfg.image_size, cfg.image_size, 3]), training=False)
         return model

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 import tensorflow as tf
 import tf_keras as keras
 
-from simclr_tf import choices, convs
+from simclr_tf import choices, convs, cpu_batch_norm
 from simclr_tf import endpoints as ep
 
 # depth -> (block kind, blocks per group), for every depth in choices.RESNET_DEPTHS
@@ -40,16 +40,18 @@ class _Settings:
     """Settings shared by every layer of one network; makes its batch norms and convolutions."""
 
     def __init__(self, global_bn: bool, decay: float, epsilon: float,
-                 matmul_small_convs: bool = False, conv_chooser=None):
+                 matmul_small_convs: bool = False, kernel_chooser=None):
         self.global_bn, self.decay, self.epsilon = global_bn, decay, epsilon
-        self.matmul_small_convs, self.conv_chooser = matmul_small_convs, conv_chooser
+        self.matmul_small_convs, self.kernel_chooser = matmul_small_convs, kernel_chooser
 
     def bn(self, relu: bool = True, zero_gamma: bool = False) -> "_BatchNormRelu":
+        # On a CPU in float32, the kernel chooser may run a training batch norm another way
+        # (cpu_batch_norm); the synchronised layer always runs its own.
         return _BatchNormRelu(self, relu=relu, zero_gamma=zero_gamma)
 
     def conv(self, filters: int, kernel_size: int, strides: int = 1, **kwargs) -> convs.Conv:
         return convs.Conv(filters, kernel_size, strides, matmul=self.matmul_small_convs,
-                          chooser=self.conv_chooser, **kwargs)
+                          chooser=self.kernel_chooser, **kwargs)
 
 
 class _BatchNormRelu(keras.layers.Layer):
@@ -58,13 +60,34 @@ class _BatchNormRelu(keras.layers.Layer):
     def __init__(self, bn: _Settings, relu: bool = True, zero_gamma: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.relu = relu
+        self.chooser = None if bn.global_bn else bn.kernel_chooser
         self.bn = keras.layers.BatchNormalization(
             momentum=bn.decay, epsilon=bn.epsilon, synchronized=bn.global_bn,
             gamma_initializer="zeros" if zero_gamma else "ones", name="batch_normalization")
 
     def call(self, x, training=None):
+        if training is True and self._other_way(x):
+            return self._cpu_train(x)
         x = self.bn(x, training=training)
         return tf.nn.relu(x) if self.relu else x
+
+    def _other_way(self, x) -> bool:
+        """Whether the chooser runs this training batch norm as ``cpu_batch_norm`` does."""
+        if (self.chooser is None or x.dtype != tf.float32 or not x.shape.is_fully_defined()
+                or tf.executing_eagerly() or not self.bn.built or not self.bn.trainable):
+            return False
+        return self.chooser(cpu_batch_norm.BatchNormShape(*x.shape.as_list(), self.relu))
+
+    def _cpu_train(self, x):
+        """The fused layer's training step, its forward pass on ``cpu_batch_norm``: the same
+        output, gradients and moving averages (of the unbiased batch variance)."""
+        bn = self.bn
+        y, mean, variance = cpu_batch_norm.batch_norm_train(
+            x, tf.convert_to_tensor(bn.gamma), tf.convert_to_tensor(bn.beta), bn.epsilon,
+            self.relu)
+        for moving, value in ((bn.moving_mean, mean), (bn.moving_variance, variance)):
+            moving.assign(moving * bn.momentum + value * (1.0 - bn.momentum))
+        return y
 
 
 class _SKConv(keras.layers.Layer):
@@ -275,7 +298,7 @@ def build_resnet(depth: int, width_multiplier: float = 1, sk_ratio: float = 0.0,
                  se_ratio: float = 0.0, cifar_stem: bool = False, global_bn: bool = False,
                  bn_decay: float = 0.9,
                  bn_epsilon: float = 1e-5, fine_tune_after_block: int = -1,
-                 matmul_small_convs: bool = False, conv_chooser=None,
+                 matmul_small_convs: bool = False, kernel_chooser=None,
                  name: Optional[str] = None) -> ResNet:
     """The SimCLR ResNet of ``depth`` (18, 34, 50, 101, 152, 200).
 
@@ -294,8 +317,10 @@ def build_resnet(depth: int, width_multiplier: float = 1, sk_ratio: float = 0.0,
       matmul_small_convs: 3x3 float32 convolutions with few output positions run as one
         matmul over their patches (``convs.Conv``): the same function, faster on a CPU
         only; ``model.from_config`` asks for it only there (``convs.matmul_convs_fit``).
-      conv_chooser: with ``matmul_small_convs``, decides per shape which candidates run as a
-        matmul (``conv_choice.ConvChooser``: measured on the machine); None: fixed sizes.
+      kernel_chooser: decides per shape which small convolutions (with
+        ``matmul_small_convs``) run as a matmul and which unsynchronised training batch norms
+        run as ``cpu_batch_norm`` (``kernel_choice.KernelChooser``: measured on the machine);
+        None: the matmul at fixed sizes, TF's batch norm.
 
     Raises:
       ValueError: naming a value outside what is accepted.
@@ -305,7 +330,7 @@ def build_resnet(depth: int, width_multiplier: float = 1, sk_ratio: float = 0.0,
     choices.check_sk_ratio(sk_ratio, flag=False)
     choices.check_se_ratio(se_ratio, flag=False)
     choices.check_fine_tune_after_block(fine_tune_after_block, flag=False)
-    net = _Settings(global_bn, bn_decay, bn_epsilon, matmul_small_convs, conv_chooser)
+    net = _Settings(global_bn, bn_decay, bn_epsilon, matmul_small_convs, kernel_chooser)
     kwargs = {"name": name} if name else {}
     return ResNet(depth, width_multiplier, sk_ratio, cifar_stem, net, fine_tune_after_block,
                   se_ratio, **kwargs)

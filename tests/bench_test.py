@@ -118,7 +118,7 @@ def test_bench_rejects_unknown_parts_and_variants(arg, message):
     ("sync_bn_one_replica", True, True), ("sync_bn_stock_convs", True, False)])
 def test_step_variants_build_the_step_they_name(variant, sync_bn, matmul_convs):
     cfg = config_lib.Config(train_mode="pretrain", resnet_depth=18, width_multiplier=0.25,
-                            image_size=16, model_dir="<unused>", calibrate_convs=False)
+                            image_size=16, model_dir="<unused>", calibrate_kernels=False)
     model = model_lib.from_config(dataclasses.replace(cfg, **bench_step.VARIANTS[variant]),
                                   None,
                                   sync_bn=True if variant.startswith("sync_bn_") else None)

@@ -11,7 +11,7 @@ import tempfile
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The small convolutions' measured choices (conv_choice) go to a folder of this session, not
+# The small convolutions' measured choices (kernel_choice) go to a folder of this session, not
 # the user's ~/.cache; the programs the tests start inherit it.
 os.environ["SIMCLR_TF_CACHE_DIR"] = tempfile.mkdtemp(prefix="simclr_tf_test_cache.")
 atexit.register(shutil.rmtree, os.environ["SIMCLR_TF_CACHE_DIR"], True)

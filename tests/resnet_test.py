@@ -340,7 +340,7 @@ def test_matmul_convolutions_stay_off_when_asked_for_exports_and_in_bfloat16():
     assert "Conv2D" in _op_types(convs.Conv(8, 3, matmul=False), [2, 4, 4, 4])
     assert "Conv2D" in _op_types(convs.Conv(8, 1, matmul=True), [2, 4, 4, 4])
     net = keras.Sequential([convs.Conv(8, 3, matmul=True)])
-    with convs.stock_convolutions(net):
+    with convs.tf_kernels(net):
         assert "Conv2D" in _op_types(net, [2, 4, 4, 4])
     assert "Conv2D" not in _op_types(net, [2, 4, 4, 4])
     assert "Conv2D" in _op_types(convs.Conv(8, 3, matmul=True, dtype="bfloat16"),

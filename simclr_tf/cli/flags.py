@@ -37,7 +37,7 @@ GROUPS: Dict[str, tuple] = {
         "fine_tune_after_block", "zero_init_logits_layer", "eval_batch_size", "eval_steps",
         "eval_name"),
     "distribution": ("strategy", "precision", "jit_compile", "matmul_small_convs",
-                     "calibrate_convs", "tpu_name",
+                     "calibrate_kernels", "tpu_name",
                      "tpu_zone", "gcp_project", "master", "use_tpu"),
     "reliability": ("checkpoint_epochs", "checkpoint_steps", "steps_per_loop",
                     "keep_checkpoint_max", "keep_hub_module_max", "on_nonfinite",
