@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test demo install clean check-python
+.PHONY: test demo install clean check-python notebooks
 
 $(STAMP): setup.py pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -15,13 +15,17 @@ $(STAMP): setup.py pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q --durations=15 tests
 
 clean:
 	rm -rf $(VENV) .venv-check *.egg-info
 
 demo: $(STAMP)
 	$(VENV)/bin/python -m simclr_tf.cli.demo --flagfile=flags/demo.flags --model_dir=demo_runs
+
+# Run the notebooks in colabs/ and store them with their outputs (offline, a few minutes).
+notebooks: $(STAMP)
+	$(VENV)/bin/python colabs/refresh_outputs.py
 
 # Another Python (e.g. `make check-python PY=python3.13`): a fresh venv of its own, the
 # package installed into it, then the smoke commands of the README's quick start.

@@ -21,6 +21,7 @@ setup(
         "tensorflow-hub",
         "absl-py",
         "numpy",
+        "matplotlib",  # simclr-visualize (tf-models-official needs it too)
     ],
     extras_require={
         "test": ["pytest", "nbclient", "nbformat", "ipykernel", "pillow", "matplotlib"],
@@ -33,6 +34,7 @@ setup(
             "simclr-export=simclr_tf.cli.export:run",
             "simclr-bench=simclr_tf.cli.bench:run",
             "simclr-convert=simclr_tf.cli.convert:run",
+            "simclr-visualize=simclr_tf.cli.visualize:run",
         ]
     },
 )

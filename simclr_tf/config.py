@@ -116,7 +116,8 @@ class Config:
     deterministic: bool = _field(
         False, "Op determinism, seeded initial weights and the input position saved in every "
         "checkpoint: a resumed run ends with the weights of an uninterrupted one "
-        "(bit-identical on a CPU).")
+        "(bit-identical on a CPU); the kernels are the fixed choice, not measured "
+        "(--calibrate_kernels), so every run on a machine gives the same figures.")
     keep_checkpoint_max: int = _field(5, "Number of complete checkpoints kept.")
     keep_hub_module_max: int = _field(1, "Number of exported SavedModels kept.")
     # Optimisation.
@@ -161,6 +162,17 @@ class Config:
     lineareval_while_pretraining: bool = _field(
         True, "Train a linear probe on stop-gradient features while pretraining (reports "
         "top-1 during pretraining).")
+    knn_monitor: bool = _field(
+        True, "While pretraining on labelled data, at every checkpoint interval: classify the "
+        "eval split by a weighted vote of the k nearest training images in the encoder's "
+        "feature space (cosine similarity, inference mode; Wu et al. 2018) and report "
+        "knn_top1 (TensorBoard, the eval line, summary.json).")
+    knn_bank_size: int = _field(
+        10000, "Training images in the kNN monitor's bank: a seeded subset of at most this "
+        "many (a TFDS split's first ones); 0 embeds the whole split every time.")
+    knn_k: int = _field(200, "Neighbours that vote in the kNN monitor.")
+    knn_temperature: float = _field(0.1, "A neighbour at cosine similarity s votes exp(s / "
+                                    "this) in the kNN monitor.")
     checkpoint: Optional[str] = _field(
         None, "Checkpoint (a run's model_dir or a prefix) to fine-tune from; only its encoder "
         "and projection head are loaded.")
@@ -189,8 +201,9 @@ class Config:
         True, "On a CPU in float32, measure once per layer shape which way is faster on this "
         "machine: each small convolution (up to 8x8 outputs) as a matmul or TF's kernel, each "
         "training batch norm on sums + a depthwise convolution or oneDNN's kernel; kept in "
-        "~/.cache/simclr_tf/kernel_choices.json ($SIMCLR_TF_CACHE_DIR). false: TF's batch "
-        "norm, and the matmul at fixed sizes (4x4 outputs, 7x7 strided; an AVX-512 Xeon's).")
+        "~/.cache/simclr_tf/kernel_choices.json ($SIMCLR_TF_CACHE_DIR). false, and always with "
+        "--deterministic: TF's batch norm, and the matmul at fixed sizes (4x4 outputs, 7x7 "
+        "strided; an AVX-512 Xeon's).")
     tpu_name: Optional[str] = _field(None, "TPU name or address for --strategy=tpu ('local' "
                                      "on a TPU VM).")
     tpu_zone: Optional[str] = _field(None, "GCE zone of the TPU (passed to the TPU cluster "
@@ -242,12 +255,14 @@ class Config:
     def _validate_ranges(self):
         for name in ("train_batch_size", "eval_batch_size", "image_size", "proj_out_dim"):
             choices.check_at_least(name, getattr(self, name), 1)
-        for name in ("train_steps", "eval_steps", "checkpoint_steps", "steps_per_loop",
-                     "weight_decay", "warmup_epochs", "momentum", "keep_hub_module_max"):
+        choices.check_at_least("knn_k", self.knn_k, 1)
+        for name in ("train_steps", "eval_steps", "knn_bank_size", "checkpoint_steps",
+                     "steps_per_loop", "weight_decay", "warmup_epochs", "momentum",
+                     "keep_hub_module_max"):
             choices.check_at_least(name, getattr(self, name), 0)
         choices.check_at_least("keep_checkpoint_max", self.keep_checkpoint_max, 1)
         choices.check_at_least("num_proj_layers", self.num_proj_layers, 1)
-        for name in ("temperature", "learning_rate", "width_multiplier"):
+        for name in ("temperature", "learning_rate", "width_multiplier", "knn_temperature"):
             choices.check_positive(name, getattr(self, name))
         if self.train_steps == 0:
             choices.check_positive("train_epochs", self.train_epochs)

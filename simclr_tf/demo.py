@@ -1,7 +1,8 @@
 """The demo behind ``make demo`` (``simclr_tf.cli.demo``): SimCLR beats a random encoder.
 
 Three runs of the library, in ``model_dir/{pretrain,linear_eval,random_init}``: contrastive
-pretraining on the built-in ``shapes`` set (no labels used by the encoder), then the paper's
+pretraining on the built-in ``shapes`` set (no labels used by the encoder; its pictures, as
+``simclr-visualize`` draws them, in ``model_dir/pictures``), then the paper's
 linear evaluation (frozen encoder, batch norm in inference mode, a linear head trained on crop
 + flip) of that encoder and of the same architecture at random initialisation. Every run
 resumes from its checkpoints, so an interrupted demo continues where it stopped.
@@ -43,7 +44,9 @@ def run(cfg: config_lib.Config, linear_steps: int, linear_learning_rate: float,
     pre = dataclasses.replace(cfg, model_dir=os.path.join(root, "pretrain")).validate()
     _prepare(pre, before_run)
     print(f"demo 1/3: pretraining into {pre.model_dir}", flush=True)
-    train.run(pre)
+    kept = {}
+    train.run(pre, on_end=lambda model: kept.update(model=model))
+    drawn = draw(pre, kept["model"], os.path.join(root, "pictures"))
     results = {}
     for name, checkpoint in (("linear_eval", pre.model_dir), ("random_init", None)):
         lin = linear_eval_config(pre, os.path.join(root, name), checkpoint, linear_steps,
@@ -56,8 +59,20 @@ def run(cfg: config_lib.Config, linear_steps: int, linear_learning_rate: float,
     minutes = (time.time() - start) / 60
     print(f"demo finished in {minutes:.1f} min (results in {root})", flush=True)
     print(f"demo: pretrained top-1 = {results['linear_eval']:.3f}, "
-          f"random-init top-1 = {results['random_init']:.3f}", flush=True)
+          f"random-init top-1 = {results['random_init']:.3f}; pictures in "
+          f"{os.path.dirname(drawn[0])}: {' '.join(os.path.basename(p) for p in drawn)}",
+          flush=True)
     return results
+
+
+def draw(pre: config_lib.Config, model, output_dir: str):
+    """simclr-visualize's pictures of the pretraining run into ``output_dir``."""
+    from simclr_tf import data as data_lib  # noqa: PLC0415
+    from simclr_tf import visualize  # noqa: PLC0415
+
+    source = data_lib.get_source(pre.dataset, pre.data_dir, seed=pre.seed)
+    return visualize.draw(output_dir, pre, source, visualize.model_features(model),
+                          pre.model_dir, visualize.Options(), "the pretrained encoder")
 
 
 def _prepare(run_cfg: config_lib.Config, before_run):

@@ -1,6 +1,7 @@
 """Evaluation: top-1 / top-5 of the supervised head, for one checkpoint or for each new one.
 
-``Evaluator`` is the orbit evaluator the training loop runs every checkpoint interval;
+``Evaluator`` is the orbit evaluator of the supervised head; ``during_training`` joins it with
+the kNN monitor (``knn.py``) into what the training loop runs every checkpoint interval;
 ``evaluate`` scores one checkpoint (``simclr-eval``); ``evaluate_checkpoints`` scores every
 new checkpoint of a run as it appears (``--mode=eval``, the original's evaluation job).
 """
@@ -16,6 +17,7 @@ from simclr_tf import checkpoints
 from simclr_tf import config as config_lib
 from simclr_tf import data as data_lib
 from simclr_tf import endpoints as ep
+from simclr_tf import knn
 from simclr_tf import model as model_lib
 from simclr_tf import optim
 from simclr_tf import sources
@@ -47,6 +49,51 @@ class Evaluator(orbit.StandardEvaluator):
 
     def eval_end(self):
         return {"top1": float(self.top1.result()), "top5": float(self.top5.result())}
+
+
+class Evaluators(orbit.AbstractEvaluator):
+    """Several evaluators as one (their results merged), with one line printed per
+    evaluation: ``eval at step 100 | top1 0.412 | top5 0.950 | knn_top1 0.530 (kNN: 5000
+    bank images, 1000 queries, 2.1 s)``."""
+
+    def __init__(self, evaluators, step: tf.Variable):
+        self.evaluators, self.step = [e for e in evaluators if e is not None], step
+
+    def evaluate(self, num_steps: tf.Tensor) -> Dict[str, float]:
+        result: Dict[str, float] = {}
+        for evaluator in self.evaluators:
+            result.update(evaluator.evaluate(num_steps))
+        print(eval_line(int(self.step.numpy()), result, self.monitor), flush=True)
+        return result
+
+    @property
+    def monitor(self) -> Optional[knn.KnnMonitor]:
+        return next((e for e in self.evaluators if isinstance(e, knn.KnnMonitor)), None)
+
+
+def eval_line(step: int, result: Dict[str, float],
+              monitor: Optional[knn.KnnMonitor] = None) -> str:
+    """One line of an evaluation's figures (and the kNN monitor's size and time)."""
+    figures = " | ".join(f"{name} {float(value):.3f}" for name, value in result.items())
+    cost = (f" (kNN: {monitor.bank_size} bank images, {monitor.queries} queries, "
+            f"{monitor.seconds:.1f} s)" if monitor is not None and "knn_top1" in result else "")
+    return f"eval at step {step} | {figures}{cost}"
+
+
+def during_training(strategy: tf.distribute.Strategy, model, eval_ds, bank_ds,
+                    num_classes: int, cfg: config_lib.Config, step: tf.Variable
+                    ) -> Optional[Evaluators]:
+    """What a training run evaluates every checkpoint interval: the supervised head's top-1
+    / top-5 when the model has one, the kNN monitor when ``bank_ds`` is given; None when
+    neither."""
+    probe = (Evaluator(strategy, model, eval_ds, num_classes)
+             if model.supervised_head is not None else None)
+    monitor = (knn.KnnMonitor(strategy, model, bank_ds, eval_ds, num_classes,
+                              cfg.eval_batch_size, cfg.knn_k, cfg.knn_temperature)
+               if bank_ds is not None else None)
+    if probe is None and monitor is None:
+        return None
+    return Evaluators([probe, monitor], step)
 
 
 class _CheckpointScorer:

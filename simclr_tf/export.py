@@ -153,10 +153,17 @@ def export_checkpoint(cfg, checkpoint_path: str, export_dir: str) -> str:
     The export is always fully trainable (no frozen blocks, per-replica batch norm), whatever
     the run froze; the supervised head is included when the checkpoint has one.
     """
+    return export_model(checkpoint_model(cfg, checkpoint_path), export_dir)
+
+
+def checkpoint_model(cfg, checkpoint_path: str):
+    """The whole model of a checkpoint (a prefix or a model_dir) of a run of ``cfg``, built
+    fully trainable with per-replica batch norm in float32, its supervised head included
+    when the checkpoint has one."""
     prefix = checkpoints.resolve(checkpoint_path)
-    export_cfg = dataclasses.replace(cfg, train_mode="finetune", linear_eval=False,
-                                     fine_tune_after_block=-1, global_bn=False,
-                                     precision="float32")
-    model = model_lib.from_config(export_cfg, checkpoints.num_classes_in(prefix))
+    model_cfg = dataclasses.replace(cfg, train_mode="finetune", linear_eval=False,
+                                    fine_tune_after_block=-1, global_bn=False,
+                                    precision="float32")
+    model = model_lib.from_config(model_cfg, checkpoints.num_classes_in(prefix))
     checkpoints.restore_for_eval(model, prefix)
-    return export_model(model, export_dir)
+    return model

@@ -170,16 +170,19 @@ def from_config(cfg, num_classes: Optional[int],
     the one in scope): batch norm synchronised across replicas only with ``cfg.global_bn``
     and several replicas (on one, the fused kernel computes the same statistics faster), and
     the matmul convolutions only with ``cfg.matmul_small_convs`` on a CPU in float32; there,
-    with ``cfg.calibrate_kernels``, the small convolutions and the training batch norms take
-    the way this machine runs faster, measured once per shape (``kernel_choice``).
+    with ``cfg.calibrate_kernels`` (and not ``cfg.deterministic``), the small convolutions
+    and the training batch norms take the way this machine runs faster, measured once per
+    shape (``kernel_choice``).
     ``sync_bn`` True or False overrides the batch-norm choice (the benchmark's variants)."""
     strategy = strategy or tf.distribute.get_strategy()
     if sync_bn is None:
         sync_bn = cfg.global_bn and strategy.num_replicas_in_sync > 1
     fits = convs.matmul_convs_fit(cfg.precision, strategy)  # a CPU, float32
     matmul = cfg.matmul_small_convs and fits
+    # A measured choice rests on timings, and so would the rounding of a --deterministic run:
+    # that takes the fixed choice, the same on every run.
     kernel_chooser = (kernel_choice.KernelChooser(kernel_choice.default_cache_file())
-                      if fits and cfg.calibrate_kernels else None)
+                      if fits and cfg.calibrate_kernels and not cfg.deterministic else None)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(cfg.precision)
     try:

@@ -27,6 +27,7 @@ from simclr_tf import data as data_lib
 from simclr_tf import evaluation
 from simclr_tf import export as export_lib
 from simclr_tf import folder
+from simclr_tf import knn as knn_lib
 from simclr_tf import model as model_lib
 from simclr_tf import optim
 from simclr_tf import preemption
@@ -36,9 +37,11 @@ from simclr_tf import step as step_lib
 from simclr_tf import strategies
 from simclr_tf import subsets
 from simclr_tf import trainer as trainer_lib
+from simclr_tf import visualize
 from simclr_tf.trainer import Interrupted, NonFiniteLossError  # noqa: F401 (the API's names)
 
 SUMMARY_FILE = "summary.json"
+EVAL_KEYS = ("top1", "top5", "knn_top1")  # what an evaluation adds to summary.json
 MAX_ROLLBACKS = 3  # --on_nonfinite=rollback gives up after this many in a row
 
 
@@ -107,8 +110,10 @@ class Inputs:
     source: sources.Source
     plan: optim.StepPlan
     train_ds: tf.distribute.DistributedDataset
-    eval_ds: Optional[tf.distribute.DistributedDataset]  # None: no supervised head
+    eval_ds: Optional[tf.distribute.DistributedDataset]  # None: nothing evaluates
     label_counts: Dict  # labelled examples per class; {} when every one is used
+    with_head: bool = False  # the model has a supervised head (probe or fine-tuning)
+    knn_bank_ds: Optional[tf.distribute.DistributedDataset] = None  # None: no kNN monitor
 
 
 @dataclasses.dataclass
@@ -118,7 +123,7 @@ class _Loop:
     model: keras.Model
     optimizer: keras.optimizers.Optimizer
     trainer: trainer_lib.Trainer
-    evaluator: Optional[evaluation.Evaluator]
+    evaluator: Optional[evaluation.Evaluators]
     manager: checkpoints.RunCheckpointManager
     controller: orbit.Controller
     write_dir: str  # model_dir on the chief; a private folder on other workers
@@ -136,6 +141,8 @@ def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
     with trainer_lib.quiet_orbit():  # orbit reports its restore: "resumed from" says it
         loop = _build_loop(cfg, strategy, inputs)
     _announce(cfg, inputs, loop, num_replicas)
+    if cfg.train_mode == "pretrain" and loop.start_step == 0 and strategies.is_chief():
+        visualize.views_summary(cfg, inputs.source, os.path.join(cfg.model_dir, "train"))
     with trainer_lib.quiet_orbit():
         eval_result = _fit(cfg, strategy, loop, stop_on_signals)
     return _finish(cfg, inputs, loop, eval_result, on_end)
@@ -155,12 +162,18 @@ def build_inputs(cfg: config_lib.Config, strategy: tf.distribute.Strategy,
             color_jitter_strength=cfg.color_jitter_strength,
             color_jitter_impl=cfg.color_jitter_impl, jit_augment=cfg.jit_augment,
             cache=cfg.cache_dataset, seed=cfg.seed))
-    eval_ds = None
-    if with_head:
-        eval_ds = strategy.distribute_datasets_from_function(
-            lambda ctx: data_lib.build_dataset(source, cfg.eval_split, "eval",
-                                               cfg.eval_batch_size, cfg.image_size, ctx))
-    return Inputs(source, plan, train_ds, eval_ds, label_counts)
+    knn = cfg.train_mode == "pretrain" and cfg.knn_monitor and source.labelled
+    if knn:
+        source.check_split(cfg.eval_split)
+
+    def eval_input(src, split):
+        return strategy.distribute_datasets_from_function(
+            lambda ctx: data_lib.build_dataset(src, split, "eval", cfg.eval_batch_size,
+                                               cfg.image_size, ctx))
+    eval_ds = eval_input(source, cfg.eval_split) if with_head or knn else None
+    bank_ds = eval_input(*knn_lib.bank_split(source, cfg.train_split, cfg.knn_bank_size,
+                                             cfg.seed)) if knn else None
+    return Inputs(source, plan, train_ds, eval_ds, label_counts, with_head, bank_ds)
 
 
 def _initialiser(cfg: config_lib.Config, model, optimizer) -> Optional[Callable[[], None]]:
@@ -172,7 +185,7 @@ def _initialiser(cfg: config_lib.Config, model, optimizer) -> Optional[Callable[
         return lambda: checkpoints.restore_training(model, optimizer, latest)
     if cfg.checkpoint:
         return lambda: checkpoints.restore_pretrained(model, cfg.checkpoint)
-    if cfg.train_mode != "pretrain":
+    if cfg.train_mode != "pretrain" and not cfg.hub_module:
         logging.warning("Fine-tuning without --checkpoint: the encoder starts from random "
                         "initialisation.")
     return None
@@ -185,10 +198,10 @@ def _build_loop(cfg: config_lib.Config, strategy: tf.distribute.Strategy, inputs
     if cfg.deterministic:  # the same initial weights and the same op results every run
         keras.utils.set_random_seed(cfg.seed)
         tf.config.experimental.enable_op_determinism()
-    plan, with_head = inputs.plan, inputs.eval_ds is not None
-    num_classes = inputs.source.info.num_classes if with_head else None
+    plan, num_classes = inputs.plan, inputs.source.info.num_classes
+    with_head = inputs.with_head
     with strategy.scope():
-        model = model_lib.from_config(cfg, num_classes, strategy)
+        model = model_lib.from_config(cfg, num_classes if with_head else None, strategy)
         optimizer = optim.run_optimizer(cfg, plan)
     pretraining = cfg.train_mode == "pretrain"
     trainer = trainer_lib.Trainer(
@@ -205,8 +218,8 @@ def _build_loop(cfg: config_lib.Config, strategy: tf.distribute.Strategy, inputs
         model, optimizer, write_dir, cfg.keep_checkpoint_max, plan.checkpoint,
         _initialiser(cfg, model, optimizer),
         trainer.train_dataset if cfg.deterministic else None)
-    evaluator = (evaluation.Evaluator(strategy, model, inputs.eval_ds, num_classes)
-                 if model.supervised_head is not None else None)
+    evaluator = evaluation.during_training(strategy, model, inputs.eval_ds, inputs.knn_bank_ds,
+                                           num_classes, cfg, optimizer.iterations)
     controller = orbit.Controller(
         strategy=strategy, trainer=trainer, evaluator=evaluator,
         global_step=optimizer.iterations, steps_per_loop=plan.per_loop,
@@ -238,6 +251,8 @@ def _fit(cfg: config_lib.Config, strategy: tf.distribute.Strategy, loop: _Loop,
     watch = (preemption.StopOnSignals(loop.trainer.stop.requested) if stop_on_signals
              else contextlib.nullcontext())
     rollbacks = []  # the checkpoints rolled back to, since the last new one
+    if loop.start_step == 0 and loop.evaluator is not None and loop.evaluator.monitor:
+        loop.controller.evaluate(cfg.eval_steps or -1)  # where the kNN curve starts
     try:
         with watch:
             while True:
@@ -309,7 +324,7 @@ def _finish(cfg: config_lib.Config, inputs: Inputs, loop: _Loop, eval_result: Op
         if eval_result is None:  # nothing left to train: evaluate what is there
             with trainer_lib.quiet_orbit():
                 eval_result = loop.controller.evaluate(cfg.eval_steps or -1)
-        summary.update({k: float(eval_result[k]) for k in ("top1", "top5")})
+        summary.update({k: float(v) for k, v in eval_result.items() if k in EVAL_KEYS})
     summary["global_step"] = step
     summary.update(_data_facts(cfg, inputs))
     if on_end is not None:

@@ -8,7 +8,7 @@ the paper's linear evaluation (frozen encoder, batch norm in inference mode, a l
 trained on crop + flip) of that encoder and of the same architecture at random
 initialisation. It ends with one line:
 
-  demo: pretrained top-1 = 0.xxx, random-init top-1 = 0.yyy
+  demo: pretrained top-1 = 0.xxx, random-init top-1 = 0.yyy; pictures in DIR: views.png ...
 
 Every run resumes from its checkpoints, so an interrupted demo continues where it stopped.
 """
