@@ -141,7 +141,8 @@ def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
     with trainer_lib.quiet_orbit():  # orbit reports its restore: "resumed from" says it
         loop = _build_loop(cfg, strategy, inputs)
     _announce(cfg, inputs, loop, num_replicas)
-    if cfg.train_mode == "pretrain" and loop.start_step == 0 and strategies.is_chief():
+    if (cfg.train_mode == "pretrain" and cfg.views_summary and loop.start_step == 0
+            and strategies.is_chief()):
         visualize.views_summary(cfg, inputs.source, os.path.join(cfg.model_dir, "train"))
     with trainer_lib.quiet_orbit():
         eval_result = _fit(cfg, strategy, loop, stop_on_signals)

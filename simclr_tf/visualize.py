@@ -64,7 +64,7 @@ def view_pairs(cfg: config_lib.Config, source: sources.Source, num_images: int,
         ds = data_lib.build_dataset(
             source, cfg.train_split, "pretrain", num_images, cfg.image_size,
             color_jitter_strength=cfg.color_jitter_strength,
-            color_jitter_impl=cfg.color_jitter_impl, jit_augment=cfg.jit_augment,
+            color_jitter_impl=cfg.color_jitter_impl, jit_augment=False,  # no compile: a batch
             seed=cfg.seed * 1000 + p, shuffle_buffer=1)  # buffer 1: the split's order
         images, _ = next(iter(ds))
         if cfg.use_blur:

@@ -28,13 +28,14 @@ LOGICAL_CPUS = ("/cpu:0", "/cpu:1")
 
 # The run every training test starts from: a width-0.25 ResNet-18 at 16 px, 4 steps of 8
 # images on the built-in set, checkpoints every 2 steps, no export (export_test turns it on),
-# no kNN monitor (knn_test turns it on; smoke.flags keeps it, with a small bank).
+# no kNN monitor (knn_test turns it on; smoke.flags keeps it, with a small bank), no view
+# grid in TensorBoard (visualize_test turns it on).
 TINY = dict(dataset="shapes", image_size=16, resnet_depth=18, width_multiplier=0.25,
             num_proj_layers=2, proj_out_dim=16, train_batch_size=8, eval_batch_size=50,
             train_steps=4, checkpoint_steps=2, eval_steps=1, warmup_epochs=0,
             learning_rate=0.5, weight_decay=1e-4, temperature=0.5, global_bn=False,
             strategy="default", color_jitter_strength=0.5, keep_hub_module_max=0,
-            knn_monitor=False)
+            knn_monitor=False, views_summary=False)
 
 
 @pytest.fixture(scope="session")

@@ -129,7 +129,7 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_they_resume(tmp_path):
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     model_dir = tmp_path / "run"
     args = [f"--model_dir={model_dir}", "--train_steps=100000", "--checkpoint_steps=100000",
-            "--steps_per_loop=5", "--eval_steps=1"]
+            "--steps_per_loop=5", "--eval_steps=1", "--noknn_monitor"]
     procs = _start_workers(tmp_path, workers, _pretrain_argv(args), "first")
     log1 = tmp_path / "first1.log"
     try:

@@ -40,7 +40,7 @@ def run_dir(tiny, tmp_path_factory):
 
     model_dir = tmp_path_factory.mktemp("vis") / "run"
     cfg = tiny(model_dir, knn_monitor=True, knn_bank_size=100, keep_hub_module_max=1,
-               image_size=24)
+               image_size=24, views_summary=True)
     summary = train.run(cfg, on_start=lambda: cli_flags.write_flagfile(
         cfg, os.path.join(str(model_dir), "flags.txt")))
     return model_dir, summary

@@ -34,7 +34,7 @@ GROUPS: Dict[str, tuple] = {
                      "weight_decay", "temperature", "hidden_norm"),
     "evaluation and fine-tuning": (
         "lineareval_while_pretraining", "knn_monitor", "knn_bank_size", "knn_k",
-        "knn_temperature", "checkpoint", "hub_module", "linear_eval",
+        "knn_temperature", "views_summary", "checkpoint", "hub_module", "linear_eval",
         "fine_tune_after_block", "zero_init_logits_layer", "eval_batch_size", "eval_steps",
         "eval_name"),
     "distribution": ("strategy", "precision", "jit_compile", "matmul_small_convs",
