@@ -2,9 +2,6 @@
 one and two replicas (padded last batches included) against the same on fixed features, and
 a pretraining run whose reported knn_top1 is recomputed from its final weights."""
 
-import glob
-import os
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,6 +10,7 @@ from simclr_tf import data as data_lib
 from simclr_tf import endpoints as ep
 from simclr_tf import knn
 from simclr_tf import train
+from simclr_tf import visualize
 
 
 def numpy_knn_predict(queries, bank, bank_labels, num_classes, k, temperature):
@@ -98,16 +96,6 @@ def test_monitor_equals_numpy_knn_on_fixed_features(replicas, request):
     assert monitor.evaluate(tf.constant(2)) and monitor.queries == 16
 
 
-def _scalars(folder, tag):
-    values = {}
-    for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag == tag:
-                    values[event.step] = float(tf.make_ndarray(value.tensor))
-    return values
-
-
 def test_pretraining_reports_the_knn_top1_of_its_weights(tiny, tmp_path, capsys):
     """Without the probe (the monitor alone evaluates): the figure in summary.json, in
     TensorBoard at each checkpoint and on the eval line is the kNN of the final weights."""
@@ -117,7 +105,7 @@ def test_pretraining_reports_the_knn_top1_of_its_weights(tiny, tmp_path, capsys)
     kept = {}
     summary = train.run(cfg, on_end=lambda model: kept.update(model=model))
     assert "top1" not in summary and 0.0 <= summary["knn_top1"] <= 1.0
-    assert set(_scalars(str(tmp_path / "run" / "eval"), "knn_top1")) == {0, 2, 4}
+    assert set(visualize.read_scalars(str(tmp_path / "run"))["eval/knn_top1"]) == {0, 2, 4}
     assert f"eval at step 4 | knn_top1 {summary['knn_top1']:.3f}" in capsys.readouterr().out
 
     source = data_lib.get_source(cfg.dataset, seed=cfg.seed)
