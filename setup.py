@@ -35,6 +35,7 @@ setup(
             "simclr-bench=simclr_tf.cli.bench:run",
             "simclr-convert=simclr_tf.cli.convert:run",
             "simclr-visualize=simclr_tf.cli.visualize:run",
+            "simclr-distill=simclr_tf.cli.distill:run",
         ]
     },
 )

@@ -7,7 +7,7 @@ same functions: a check names the value as a flag (``--sk_ratio=...``), or with
 ``flag=False`` as a Python argument (``sk_ratio=...``).
 """
 
-TRAIN_MODES = ("pretrain", "finetune")
+TRAIN_MODES = ("pretrain", "finetune", "distill")
 MODES = ("train", "eval", "train_then_eval")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")

@@ -58,7 +58,8 @@ class Config:
     """Everything a pretraining, fine-tuning or evaluation run needs."""
 
     # What to run and where.
-    train_mode: str = _field("pretrain", "pretrain (contrastive) or finetune (supervised).",
+    train_mode: str = _field("pretrain", "pretrain (contrastive), finetune (supervised) or "
+                             "distill (a student learns a teacher's predictions).",
                              choices=choices.TRAIN_MODES)
     mode: str = _field(
         "train", "train; eval (evaluate every new checkpoint of --model_dir as it appears, "
@@ -183,6 +184,17 @@ class Config:
         None, "An exported SavedModel (model_dir/saved_model/<step> or simclr-export's) to "
         "fine-tune or linear-evaluate instead of a checkpoint.")
     zero_init_logits_layer: bool = _field(False, "Start the linear head from zeros.")
+    # Distillation (simclr-distill).
+    teacher: Optional[str] = _field(
+        None, "simclr-distill: the fixed teacher, an export (a folder with saved_model.pb, of "
+        "simclr-finetune or simclr-convert), a fine-tuning run's folder or a checkpoint.")
+    distill_temperature: float = _field(
+        1.0, "tau of the teacher's and the student's softmax in the distillation loss (the "
+        "SimCLRv2 paper: 1 from big to small, 0.1 for self-distillation).")
+    distill_weight: float = _field(
+        1.0, "a in (1 - a) x the labels' cross-entropy + a x the distillation loss; 1 (the "
+        "paper's headline setting) uses no labels, below 1 the labelled subset's labels "
+        "(--train_label_fraction, ...; all of them when none is given).")
     fine_tune_after_block: int = _field(
         -1, "-1 trains everything; 0..3 freezes the stem and block groups up to that index; 4 "
         "freezes the encoder (linear evaluation).")
@@ -244,11 +256,12 @@ class Config:
                                      field.metadata["choices"])
         self._validate_ranges()
         self.label_subset().validate()
-        if self.label_subset().active and self.train_mode != "finetune":
+        if self.label_subset().active and self.train_mode == "pretrain":
             raise ValueError("--train_label_fraction, --train_examples_per_class and "
                              "--train_label_file choose the labelled examples of fine-tuning "
                              "(simclr-finetune); pretraining reads every image without labels.")
         self._validate_fine_tuning()
+        self._validate_distillation()
         choices.check_tpu_address(self.strategy_name, self.tpu_name, self.master)
         if not self.model_dir:
             raise ValueError("--model_dir is required: the folder for checkpoints, "
@@ -276,6 +289,31 @@ class Config:
                              "[0, 1.25] (contrast and saturation need 1 - 0.8 s >= 0).")
         choices.check_sk_ratio(self.sk_ratio)
         choices.check_se_ratio(self.se_ratio)
+
+    def _validate_distillation(self):
+        if self.train_mode != "distill":
+            if self.teacher:
+                raise ValueError(f"--teacher={self.teacher!r} is for distillation "
+                                 "(simclr-distill).")
+            return
+        if not self.teacher:
+            raise ValueError("--teacher is required to distil: an export of a fine-tuned "
+                             "model, a fine-tuning run's folder or a checkpoint.")
+        choices.check_positive("distill_temperature", self.distill_temperature)
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"--distill_weight={self.distill_weight} must be in [0, 1] (1: "
+                             "distillation alone; below 1 the labels' loss joins it).")
+        if self.label_subset().active and self.distill_weight == 1.0:
+            raise ValueError("a label subset (--train_label_fraction, ...) is used by the "
+                             "labels' loss, which --distill_weight=1 leaves out; give "
+                             "--distill_weight below 1, or no subset.")
+        if self.checkpoint or self.hub_module:
+            raise ValueError("the student starts from random initialisation (the SimCLRv2 "
+                             "paper's); --checkpoint and --hub_module are not taken by "
+                             "simclr-distill.")
+        if self.effective_fine_tune_after_block != -1:
+            raise ValueError("the student trains all of its layers: --fine_tune_after_block "
+                             "and --linear_eval are not taken by simclr-distill.")
 
     def _validate_fine_tuning(self):
         if not 0.0 <= self.batch_norm_decay < 1.0:

@@ -161,7 +161,8 @@ def checkpoint_model(cfg, checkpoint_path: str):
     fully trainable with per-replica batch norm in float32, its supervised head included
     when the checkpoint has one."""
     prefix = checkpoints.resolve(checkpoint_path)
-    model_cfg = dataclasses.replace(cfg, train_mode="finetune", linear_eval=False,
+    model_cfg = dataclasses.replace(cfg, train_mode="distill" if cfg.train_mode == "distill"
+                                    else "finetune", linear_eval=False,
                                     fine_tune_after_block=-1, global_bn=False,
                                     precision="float32")
     model = model_lib.from_config(model_cfg, checkpoints.num_classes_in(prefix))

@@ -191,14 +191,16 @@ def from_config(cfg, num_classes: Optional[int],
                                   trainable=cfg.effective_fine_tune_after_block != 4,
                                   zero_init_logits_layer=cfg.zero_init_logits_layer)
         else:
+            student = cfg.train_mode == "distill"  # SimCLRv2's students have no projection head
             model = build_model(
                 resnet_depth=cfg.resnet_depth, width_multiplier=cfg.width_multiplier,
                 sk_ratio=cfg.sk_ratio, se_ratio=cfg.se_ratio, image_size=cfg.image_size,
                 global_bn=sync_bn,
                 bn_decay=cfg.batch_norm_decay,
-                proj_head_mode=cfg.proj_head_mode, num_proj_layers=cfg.num_proj_layers,
-                proj_out_dim=cfg.proj_out_dim, ft_proj_selector=cfg.ft_proj_selector,
-                num_classes=num_classes, mode=cfg.train_mode,
+                proj_head_mode="none" if student else cfg.proj_head_mode,
+                num_proj_layers=cfg.num_proj_layers, proj_out_dim=cfg.proj_out_dim,
+                ft_proj_selector=0 if student else cfg.ft_proj_selector,
+                num_classes=num_classes, mode="finetune" if student else cfg.train_mode,
                 fine_tune_after_block=cfg.effective_fine_tune_after_block,
                 zero_init_logits_layer=cfg.zero_init_logits_layer,
                 matmul_small_convs=matmul, kernel_chooser=kernel_chooser)

@@ -142,6 +142,7 @@ class InMemorySource(Source):
     ``_to_images``."""
 
     _subsets: Dict[str, np.ndarray] = {}  # never changed in place: restricted() makes a new one
+    _labelled: Dict[str, np.ndarray] = {}  # likewise, labels_only_at()
 
     def _columns(self, name: str) -> Tuple[np.ndarray, np.ndarray]:
         """(items [N], labels int32 [N]) of the split ``name``."""
@@ -162,7 +163,12 @@ class InMemorySource(Source):
             labels.append(label[keep])
         items, labels = np.concatenate(items), np.concatenate(labels).astype(np.int32)
         keep = self._subsets.get(split)
-        return (items, labels) if keep is None else (items[keep], labels[keep])
+        if keep is not None:
+            items, labels = items[keep], labels[keep]
+        labelled = self._labelled.get(split)
+        if labelled is not None:
+            labels = np.where(np.isin(np.arange(len(labels)), labelled), labels, -1)
+        return items, labels.astype(np.int32)
 
     def labels(self, split: str) -> np.ndarray:
         """The labels of a split, without reading any image."""
@@ -173,6 +179,13 @@ class InMemorySource(Source):
         (indices into ``examples(split)``)."""
         other = copy.copy(self)
         other._subsets = {**self._subsets, split: np.asarray(keep, np.int64)}
+        return other
+
+    def labels_only_at(self, split: str, keep: np.ndarray) -> "InMemorySource":
+        """A copy of this source whose ``split`` keeps every example but the labels of those
+        at ``keep`` only; the others read label -1 (distillation's unlabelled images)."""
+        other = copy.copy(self)
+        other._labelled = {**self._labelled, split: np.asarray(keep, np.int64)}
         return other
 
     def known_num_examples(self, split):
@@ -247,6 +260,7 @@ class TFDSSource(Source):
 
         self._tfds = tfds
         self._subsets: Dict[str, np.ndarray] = {}
+        self._labelled: Dict[str, np.ndarray] = {}
         self._read_columns: Dict[Tuple[str, str], Tuple[np.ndarray, np.ndarray]] = {}
         try:
             self.builder = tfds.builder(name, data_dir=data_dir)
@@ -321,6 +335,14 @@ class TFDSSource(Source):
         other._subsets = {**self._subsets, split: ids[np.asarray(keep, np.int64)]}
         return other
 
+    def labels_only_at(self, split: str, keep: np.ndarray) -> "TFDSSource":
+        """A copy whose ``split`` keeps every example but the labels of those at ``keep``
+        only; the others read label -1 (distillation's unlabelled images)."""
+        other = copy.copy(self)
+        ids = self._ids_and(split, "label")[0]
+        other._labelled = {**self._labelled, split: ids[np.asarray(keep, np.int64)]}
+        return other
+
     def read(self, split, input_context=None, shuffle_files=False):
         return self._examples(split, input_context, shuffle_files).map(
             _to_rgb_uint8, num_parallel_calls=tf.data.AUTOTUNE)
@@ -341,17 +363,28 @@ class TFDSSource(Source):
     def _examples(self, split, input_context, shuffle_files, decoders=None):
         """(image, label) of the split, the image decoded unless ``decoders`` says."""
         self.check_split(split)
-        keep = self._subsets.get(split)
-        config = self._tfds.ReadConfig(input_context=input_context, interleave_cycle_length=16,
-                                       interleave_block_length=1, add_tfds_id=keep is not None)
-        if keep is None:
+        keep, labelled = self._subsets.get(split), self._labelled.get(split)
+        config = self._tfds.ReadConfig(
+            input_context=input_context, interleave_cycle_length=16, interleave_block_length=1,
+            add_tfds_id=keep is not None or labelled is not None)
+        if keep is None and labelled is None:
             return self._as_dataset(split, config, shuffle_files, as_supervised=True,
                                     decoders=decoders)
-        table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-            tf.constant(keep), tf.ones(len(keep), tf.int32)), default_value=0)
         ds = self._as_dataset(split, config, shuffle_files, decoders=decoders)
-        ds = ds.filter(lambda ex: table.lookup(ex["tfds_id"]) > 0)
-        return ds.map(lambda ex: (ex["image"], ex["label"]))
+        if keep is not None:
+            kept = _id_table(keep)
+            ds = ds.filter(lambda ex: kept.lookup(ex["tfds_id"]) > 0)
+        if labelled is None:
+            return ds.map(lambda ex: (ex["image"], ex["label"]))
+        table = _id_table(labelled)
+        return ds.map(lambda ex: (ex["image"], tf.where(
+            table.lookup(ex["tfds_id"]) > 0, tf.cast(ex["label"], tf.int64), -1)))
+
+
+def _id_table(ids: np.ndarray) -> tf.lookup.StaticHashTable:
+    """tfds id -> 1 for ``ids``, 0 for any other."""
+    return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        tf.constant(ids), tf.ones(len(ids), tf.int32)), default_value=0)
 
 
 def _to_rgb_uint8(image, label):

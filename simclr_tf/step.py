@@ -9,12 +9,13 @@ Run the step with ``strategy.run(step, args=(inputs,))``; the trainer, the bench
 tests all do.
 """
 
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
 
 from simclr_tf import augment
+from simclr_tf import distill
 from simclr_tf import endpoints as ep
 from simclr_tf import losses
 from simclr_tf import metrics as metrics_lib
@@ -23,9 +24,13 @@ from simclr_tf import optim
 Metrics = Dict[str, tf.Tensor]
 
 
-def metric_names(pretraining: bool, supervised_head: bool) -> List[str]:
-    """The names of the metrics a step returns, in the order of the progress logs."""
+def metric_names(pretraining: bool, supervised_head: bool,
+                 distill_weight: Optional[float] = None) -> List[str]:
+    """The names of the metrics a step returns, in the order of the progress logs
+    (``distill_weight``: a distillation step's)."""
     names = ["loss", "weight_decay"]
+    if distill_weight is not None:
+        return names + distill.metric_names(distill_weight)
     if pretraining:
         names += ["contrast_loss", "contrast_acc", "contrast_entropy"]
     if supervised_head:
@@ -33,12 +38,16 @@ def metric_names(pretraining: bool, supervised_head: bool) -> List[str]:
     return names
 
 
-def compute_losses(outputs: Dict[str, tf.Tensor], labels: tf.Tensor, cfg
-                   ) -> Tuple[tf.Tensor, Metrics]:
+def compute_losses(outputs: Dict[str, tf.Tensor], labels: tf.Tensor, cfg,
+                   teacher_logits: Optional[tf.Tensor] = None) -> Tuple[tf.Tensor, Metrics]:
     """The loss of one replica's batch (before weight decay) and its metrics.
 
     ``outputs`` are the model's (``endpoints``); when pretraining, its batch is the two
-    views stacked ``[2B, ...]`` and ``labels`` are the B images' labels."""
+    views stacked ``[2B, ...]`` and ``labels`` are the B images' labels. Distilling, the
+    loss is ``distill.compute_losses`` of the teacher's logits and the student's."""
+    if cfg.train_mode == "distill":
+        return distill.compute_losses(teacher_logits, outputs[ep.LOGITS_SUP], labels,
+                                      cfg.distill_temperature, cfg.distill_weight)
     loss = tf.constant(0.0)
     metrics: Metrics = {}
     if cfg.train_mode == "pretrain":
@@ -76,10 +85,12 @@ def blur_views(images: tf.Tensor, seed: int, step: tf.Tensor, num_replicas: int)
 
 
 def make_replica_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg,
-                      num_replicas: int) -> Callable:
+                      num_replicas: int, teacher: Optional[distill.Teacher] = None
+                      ) -> Callable:
     """``step((images, labels)) -> (loss / num_replicas, metrics)``: one replica's share of a
     training step, the optimizer update included (``apply_gradients`` sums the replicas'
-    gradients, so each replica's loss is divided by ``num_replicas``)."""
+    gradients, so each replica's loss is divided by ``num_replicas``). Distilling, the
+    ``teacher`` labels the replica's images in the step."""
     loss_scaling = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
     blur = cfg.train_mode == "pretrain" and cfg.use_blur
 
@@ -87,9 +98,11 @@ def make_replica_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
         images, labels = inputs
         if blur:
             images = blur_views(images, cfg.seed, optimizer.iterations, num_replicas)
+        teacher_logits = teacher.logits(images) if teacher is not None else None
         variables = model.trainable_variables
         with tf.GradientTape() as tape:
-            loss, metrics = compute_losses(model(images, training=True), labels, cfg)
+            loss, metrics = compute_losses(model(images, training=True), labels, cfg,
+                                           teacher_logits)
             decay = optim.weight_decay_loss(variables, cfg.weight_decay, cfg.optimizer)
             loss += decay
             scaled_loss = loss / num_replicas

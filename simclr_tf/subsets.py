@@ -68,12 +68,13 @@ def named(file_names: np.ndarray, names: set, path: str) -> np.ndarray:
     return np.asarray(keep, np.int64)
 
 
-def apply(source: sources.Source, split: str, subset: LabelSubset):
-    """``source`` with ``split`` reduced to the chosen labelled examples, and the number kept
-    per class name ({} when ``subset`` keeps everything)."""
+def apply(source: sources.Source, split: str, subset: LabelSubset, mask: bool = False):
+    """``source`` with ``split`` reduced to the chosen labelled examples (``mask``: every
+    example kept, the others' labels -1), and the number kept per class name ({} when
+    ``subset`` keeps everything)."""
     if not subset.active:
         return source, {}
-    if not hasattr(source, "restricted"):
+    if not hasattr(source, "labels_only_at" if mask else "restricted"):
         raise ValueError(f"dataset {source.info.name!r} cannot take a label subset.")
     labels = source.labels(split)
     if subset.name_file:
@@ -81,6 +82,8 @@ def apply(source: sources.Source, split: str, subset: LabelSubset):
     else:
         keep = balanced(labels, subset.fraction, subset.per_class, subset.seed)
     counts = count_per_class(labels[keep], source.class_names)
+    if mask:
+        return source.labels_only_at(split, keep), counts
     return source.restricted(split, keep), counts
 
 

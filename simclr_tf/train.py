@@ -24,20 +24,20 @@ from absl import logging
 from simclr_tf import checkpoints
 from simclr_tf import config as config_lib
 from simclr_tf import data as data_lib
+from simclr_tf import distill
 from simclr_tf import evaluation
 from simclr_tf import export as export_lib
-from simclr_tf import folder
-from simclr_tf import knn as knn_lib
 from simclr_tf import model as model_lib
 from simclr_tf import optim
 from simclr_tf import preemption
 from simclr_tf import rundir
+from simclr_tf import run_inputs
 from simclr_tf import sources
 from simclr_tf import step as step_lib
 from simclr_tf import strategies
-from simclr_tf import subsets
 from simclr_tf import trainer as trainer_lib
 from simclr_tf import visualize
+from simclr_tf.run_inputs import Inputs, build_inputs
 from simclr_tf.trainer import Interrupted, NonFiniteLossError  # noqa: F401 (the API's names)
 
 SUMMARY_FILE = "summary.json"
@@ -104,19 +104,6 @@ def _make_model_dir(model_dir: str):
 
 
 @dataclasses.dataclass
-class Inputs:
-    """What the run reads: its source (label subset applied), step counts and datasets."""
-
-    source: sources.Source
-    plan: optim.StepPlan
-    train_ds: tf.distribute.DistributedDataset
-    eval_ds: Optional[tf.distribute.DistributedDataset]  # None: nothing evaluates
-    label_counts: Dict  # labelled examples per class; {} when every one is used
-    with_head: bool = False  # the model has a supervised head (probe or fine-tuning)
-    knn_bank_ds: Optional[tf.distribute.DistributedDataset] = None  # None: no kNN monitor
-
-
-@dataclasses.dataclass
 class _Loop:
     """The model and everything that trains, saves and evaluates it."""
 
@@ -149,32 +136,21 @@ def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
     return _finish(cfg, inputs, loop, eval_result, on_end)
 
 
-def build_inputs(cfg: config_lib.Config, strategy: tf.distribute.Strategy,
-                 source: Optional[sources.Source] = None) -> "Inputs":
-    """What a run of ``cfg`` reads: its training source (``source`` or ``cfg.dataset``, label
-    subset applied) and step plan, the training input and the eval input (each replica's
-    share, as ``strategy`` distributes them)."""
-    source, with_head, label_counts = _training_source(cfg, source)
-    plan = optim.plan_steps(cfg, source.num_examples(cfg.train_split))
-    mode = "pretrain" if cfg.train_mode == "pretrain" else "finetune"
-    train_ds = strategy.distribute_datasets_from_function(
-        lambda ctx: data_lib.build_dataset(
-            source, cfg.train_split, mode, cfg.train_batch_size, cfg.image_size, ctx,
-            color_jitter_strength=cfg.color_jitter_strength,
-            color_jitter_impl=cfg.color_jitter_impl, jit_augment=cfg.jit_augment,
-            cache=cfg.cache_dataset, seed=cfg.seed))
-    knn = cfg.train_mode == "pretrain" and cfg.knn_monitor and source.labelled
-    if knn:
-        source.check_split(cfg.eval_split)
-
-    def eval_input(src, split):
-        return strategy.distribute_datasets_from_function(
-            lambda ctx: data_lib.build_dataset(src, split, "eval", cfg.eval_batch_size,
-                                               cfg.image_size, ctx))
-    eval_ds = eval_input(source, cfg.eval_split) if with_head or knn else None
-    bank_ds = eval_input(*knn_lib.bank_split(source, cfg.train_split, cfg.knn_bank_size,
-                                             cfg.seed)) if knn else None
-    return Inputs(source, plan, train_ds, eval_ds, label_counts, with_head, bank_ds)
+def _teacher(cfg: config_lib.Config, strategy: tf.distribute.Strategy,
+             source: sources.Source) -> Optional[distill.Teacher]:
+    """Distilling: the teacher, loaded on every replica, checked against the data's classes."""
+    if cfg.train_mode != "distill":
+        return None
+    teacher = distill.load_teacher(cfg.teacher, strategy)
+    classes = source.info.num_classes
+    if source.labelled and teacher.num_classes != classes:
+        raise ValueError(f"--teacher={cfg.teacher!r} predicts {teacher.num_classes} classes; "
+                         f"the data ({cfg.dataset}) has {classes}: give a teacher fine-tuned "
+                         "on these classes.")
+    print(f"distill: teacher {teacher.description} ({teacher.num_classes} classes), "
+          f"temperature {cfg.distill_temperature}, distillation weight {cfg.distill_weight}",
+          flush=True)
+    return teacher
 
 
 def _initialiser(cfg: config_lib.Config, model, optimizer) -> Optional[Callable[[], None]]:
@@ -200,19 +176,23 @@ def _build_loop(cfg: config_lib.Config, strategy: tf.distribute.Strategy, inputs
         keras.utils.set_random_seed(cfg.seed)
         tf.config.experimental.enable_op_determinism()
     plan, num_classes = inputs.plan, inputs.source.info.num_classes
-    with_head = inputs.with_head
+    teacher = _teacher(cfg, strategy, inputs.source)
+    num_classes = teacher.num_classes if teacher else num_classes
     with strategy.scope():
-        model = model_lib.from_config(cfg, num_classes if with_head else None, strategy)
+        model = model_lib.from_config(cfg, num_classes if inputs.with_head else None, strategy)
         optimizer = optim.run_optimizer(cfg, plan)
     pretraining = cfg.train_mode == "pretrain"
     trainer = trainer_lib.Trainer(
-        strategy, step_lib.make_replica_step(model, optimizer, cfg, strategy.num_replicas_in_sync),
-        optimizer, step_lib.metric_names(pretraining, model.supervised_head is not None),
+        strategy, step_lib.make_replica_step(model, optimizer, cfg,
+                                             strategy.num_replicas_in_sync, teacher),
+        optimizer, step_lib.metric_names(pretraining, model.supervised_head is not None,
+                                         cfg.distill_weight if teacher else None),
         # orbit reads this iterator; with --deterministic its position is saved with every
         # checkpoint, so a resumed run reads the batches the interrupted one would have read.
         iter(inputs.train_ds), plan,
         preemption.StopFlag(strategy, strategies.num_workers()),
-        "contrast_acc" if pretraining else "supervised_acc")
+        "contrast_acc" if pretraining else "teacher_agreement" if teacher else
+        "supervised_acc")
     chief = strategies.is_chief()
     write_dir = cfg.model_dir if chief else tempfile.mkdtemp(prefix="simclr_tf_worker_")
     manager = checkpoints.make_manager(
@@ -327,7 +307,7 @@ def _finish(cfg: config_lib.Config, inputs: Inputs, loop: _Loop, eval_result: Op
                 eval_result = loop.controller.evaluate(cfg.eval_steps or -1)
         summary.update({k: float(v) for k, v in eval_result.items() if k in EVAL_KEYS})
     summary["global_step"] = step
-    summary.update(_data_facts(cfg, inputs))
+    summary.update(run_inputs.data_facts(cfg, inputs))
     if on_end is not None:
         on_end(loop.model)
     if not strategies.is_chief():
@@ -347,45 +327,3 @@ def _finish(cfg: config_lib.Config, inputs: Inputs, loop: _Loop, eval_result: Op
         f"{k} = {v:.4f}" if isinstance(v, float) else f"{k} = {v}"
         for k, v in sorted(summary.items())), flush=True)
     return summary
-
-
-def _data_facts(cfg: config_lib.Config, inputs: Inputs) -> Dict:
-    """The summary's facts about the data: the label subset used, the files skipped."""
-    facts = {}
-    if inputs.label_counts:
-        facts["train_examples"] = sum(inputs.label_counts.values())
-        facts["train_examples_per_class"] = inputs.label_counts
-    skipped = getattr(inputs.source, "skipped", 0)
-    if skipped:
-        facts["skipped_files"] = skipped
-        print(f"skipped {skipped} broken image file(s) in {cfg.data_dir} (the first "
-              f"{min(skipped, folder.MAX_NAMED_SKIPS)} named above)", flush=True)
-    return facts
-
-
-def _training_source(cfg: config_lib.Config, source: Optional[sources.Source] = None):
-    """The source of a run with its label subset applied; whether the model gets a
-    supervised head; and the labelled examples used per class ({} for all of them).
-
-    Pretraining on unlabelled images turns the linear probe off (with a notice); what needs
-    labels otherwise (fine-tuning) stops with one line naming what to give."""
-    source = source or data_lib.get_source(cfg.dataset, cfg.data_dir, seed=cfg.seed,
-                                           folder_labels=cfg.folder_labels)
-    source.check_split(cfg.train_split)
-    with_head = cfg.train_mode != "pretrain" or cfg.lineareval_while_pretraining
-    if cfg.train_mode != "pretrain":
-        sources.require_labels(source, f"{cfg.train_mode} (simclr-finetune)")
-    elif with_head and not source.labelled:
-        print(f"{cfg.dataset}: the images in {cfg.data_dir} have no labels (no class "
-              "sub-folders): pretraining without the linear probe. Linear-evaluate the result "
-              "with simclr-finetune --linear_eval --checkpoint=MODEL_DIR on a labelled folder.",
-              flush=True)
-        with_head = False
-    if with_head:
-        source.check_split(cfg.eval_split)
-    source, counts = subsets.apply(source, cfg.train_split, cfg.label_subset())
-    if counts:
-        print(f"{cfg.train_mode}: {sum(counts.values())} labelled examples of "
-              f"{len(counts)} classes ({min(counts.values())}-{max(counts.values())} per "
-              "class)", flush=True)
-    return source, with_head, counts

@@ -161,7 +161,8 @@ def test_help_lists_the_programs_own_flags_in_groups():
     headers = [line for line in text.splitlines() if line.endswith(":") and
                not line.startswith(" ")]
     assert headers == ["required:", "run:", "data:", "model:", "optimisation:",
-                       "evaluation and fine-tuning:", "distribution:", "reliability:"]
+                       "evaluation and fine-tuning:", "distillation:", "distribution:",
+                       "reliability:"]
     required = text.split("required:")[1].split("run:")[0]
     assert "--model_dir" in required
     assert sum(line.startswith("  --model_dir") for line in text.splitlines()) == 1

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import simclr_tf  # noqa: F401
-from simclr_tf import data, folder, sources, subsets, train
+from simclr_tf import data, folder, run_inputs, sources, subsets
 from simclr_tf.config import Config
 
 RNG = np.random.default_rng(7)
@@ -85,11 +85,11 @@ def test_pretraining_an_unlabelled_folder_turns_the_probe_off_and_finetuning_say
                  image_size=16, resnet_depth=18, width_multiplier=0.25, num_proj_layers=1,
                  proj_out_dim=8, train_batch_size=4, train_steps=1, strategy="default",
                  keep_hub_module_max=0, use_blur=False, global_bn=False)
-    source, with_head, counts = train._training_source(cfg)  # the probe is on by default
+    source, with_head, counts = run_inputs.training_source(cfg)  # the probe is on by default
     assert not with_head and not source.labelled and counts == {}
     assert "pretraining without the linear probe" in capsys.readouterr().out
     with pytest.raises(ValueError, match="finetune .* needs labelled images.*no labels"):
-        train._training_source(Config(**{**cfg.__dict__, "train_mode": "finetune"}))
+        run_inputs.training_source(Config(**{**cfg.__dict__, "train_mode": "finetune"}))
 
 
 @pytest.mark.parametrize("split,expected", [
@@ -161,6 +161,32 @@ def test_tfds_label_subsets_by_class_and_by_file_name(tiny_tfds, tmp_path):
     kept, counts = subsets.apply(tiny_tfds, "train", subsets.LabelSubset(name_file=str(names)))
     assert counts == {"q": 1, "r": 2}
     assert sorted(int(label) for _, label in kept.read("train")) == [1, 2, 2]
+
+
+def test_distillation_keeps_every_image_and_hides_the_other_labels(tiny_tfds, tmp_path):
+    subset = subsets.LabelSubset(per_class=2, seed=4)
+    kept, _ = subsets.apply(tiny_tfds, "train", subset)
+    masked, counts = subsets.apply(tiny_tfds, "train", subset, mask=True)
+    assert counts == {"p": 2, "q": 2, "r": 2}
+
+    def pairs(source):
+        return sorted((image.numpy().tobytes(), int(label))
+                      for image, label in source.read("train"))
+    read = pairs(masked)
+    assert [image for image, _ in read] == [image for image, _ in pairs(tiny_tfds)]  # all 30
+    assert sorted(p for p in read if p[1] >= 0) == pairs(kept)  # the subset keeps its labels
+    assert sum(label == -1 for _, label in read) == 24
+    root = _tree(tmp_path / "imgs", [f"train/{c}/{c}_{i}.png" for c in "ab" for i in range(4)]
+                 + ["val/a/v.png", "val/b/w.png"])
+    names = tmp_path / "names.txt"
+    names.write_text("a_1.png\nb_2.png\n")
+    source = folder.FolderSource(root)
+    masked, counts = subsets.apply(source, "train", subsets.LabelSubset(name_file=str(names)),
+                                   mask=True)
+    files, labels = masked.file_names("train"), masked.labels("train")
+    assert counts == {"a": 1, "b": 1} and len(files) == 8
+    assert {f: int(y) for f, y in zip(files, labels) if y >= 0} == {"train/a/a_1.png": 0,
+                                                                    "train/b/b_2.png": 1}
 
 
 def _reference_subset_sizes(labels, fraction):

@@ -37,6 +37,7 @@ GROUPS: Dict[str, tuple] = {
         "knn_temperature", "views_summary", "checkpoint", "hub_module", "linear_eval",
         "fine_tune_after_block", "zero_init_logits_layer", "eval_batch_size", "eval_steps",
         "eval_name"),
+    "distillation": ("teacher", "distill_temperature", "distill_weight"),
     "distribution": ("strategy", "precision", "jit_compile", "matmul_small_convs",
                      "calibrate_kernels", "tpu_name",
                      "tpu_zone", "gcp_project", "master", "use_tpu"),
