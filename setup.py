@@ -22,9 +22,11 @@ setup(
         "absl-py",
         "numpy",
         "matplotlib",  # simclr-visualize (tf-models-official needs it too)
+        "scipy",  # simclr-transfer's L-BFGS (tf-models-official needs it too)
     ],
     extras_require={
-        "test": ["pytest", "nbclient", "nbformat", "ipykernel", "pillow", "matplotlib"],
+        "test": ["pytest", "nbclient", "nbformat", "ipykernel", "pillow", "matplotlib",
+                 "scikit-learn"],
     },
     entry_points={
         "console_scripts": [
@@ -36,6 +38,7 @@ setup(
             "simclr-convert=simclr_tf.cli.convert:run",
             "simclr-visualize=simclr_tf.cli.visualize:run",
             "simclr-distill=simclr_tf.cli.distill:run",
+            "simclr-transfer=simclr_tf.cli.transfer:run",
         ]
     },
 )

@@ -35,8 +35,14 @@ def test_the_paper_configurations_are_all_there():
 def test_flagfile_parses_and_validates(path, monkeypatch):
     monkeypatch.chdir(ROOT)  # nested --flagfile paths are relative to the repository
     mode = "finetune" if ("finetune" in path or "linear_eval" in path) else "pretrain"
-    cfg = _parse([f"--flagfile={path}", "--model_dir=/tmp/x"], mode)
+    mode = "distill" if "distill" in path else mode
+    teacher = ["--teacher=/t"] if mode == "distill" else []
+    cfg = _parse([f"--flagfile={path}", "--model_dir=/tmp/x", *teacher], mode)
     cfg.validate()
+    if "imagenet_distill" in path:  # the pretraining's schedule, 400 epochs, labels unused
+        assert (cfg.train_mode, cfg.train_epochs, cfg.train_batch_size, cfg.learning_rate,
+                cfg.weight_decay, cfg.distill_temperature, cfg.distill_weight) == (
+                    "distill", 400, 4096, 0.075, 1e-4, 1.0, 1.0)
     for line in open(path):
         line = line.strip()
         if line.startswith("--"):

@@ -99,8 +99,11 @@ def test_sigkill_at_random_moments_always_resumes_from_a_complete_checkpoint(tmp
     # Each write of a checkpoint pauses between writing its files and recording it, so a
     # kill can land inside the write.
     slow_writes = {checkpoints.FAULT_ENV: "delay:0.5"}
+    # Pretraining gets 6 attempts; fine-tuning, whose checkpoints are written by the same
+    # code, 3 (its own part is the start from --checkpoint, then the resume).
+    attempts = 6 if program == "pretrain" else 3
     kills, inside_write, history = 0, 0, []
-    for attempt in range(6):
+    for attempt in range(attempts):
         before = _complete_checkpoints(model_dir)
         run = _Run(command(), env=slow_writes)
         if attempt % 3 == 1:  # inside a checkpoint write, on its log line
@@ -108,7 +111,7 @@ def test_sigkill_at_random_moments_always_resumes_from_a_complete_checkpoint(tmp
                 time.sleep(rng.uniform(0.0, 0.4))
                 inside_write += run.proc.poll() is None
         else:  # anywhere: during start-up (before the first step) or training
-            time.sleep(rng.uniform(0.5, 12.0))
+            time.sleep(rng.uniform(0.5, 9.0))
         finished = run.proc.poll() is not None
         out = run.kill()
         history.append(out)
@@ -124,7 +127,7 @@ def test_sigkill_at_random_moments_always_resumes_from_a_complete_checkpoint(tmp
             if "resumed from" in out:
                 assert f"resumed from {before[-1]}" in out, out[-3000:]
             assert int(after[-1].rsplit("-", 1)[1]) >= int(before[-1].rsplit("-", 1)[1])
-    assert kills >= 5 and inside_write >= 2, (kills, inside_write)
+    assert kills >= attempts - 1 and inside_write >= attempts // 3, (kills, inside_write)
     print(f"simclr-{program}: {kills} kills, {inside_write} inside a checkpoint write")
     exports = model_dir / "saved_model"
     if program == "pretrain":  # (the export code is the same after fine-tuning)
@@ -174,8 +177,8 @@ def test_failed_checkpoint_write_keeps_the_earlier_ones_and_says_so(tmp_path):
         "ckpt-4" in last and "No space left on device" in last and \
         f"newest complete: {model_dir}/ckpt-2" in last, proc.stderr[-3000:]
     assert [os.path.basename(p) for p in _complete_checkpoints(model_dir)] == ["ckpt-2"]
-    again = subprocess.run(_pretrain_cmd(model_dir), cwd=ROOT, capture_output=True,
-                           text=True, timeout=600)
+    again = subprocess.run(_pretrain_cmd(model_dir, "--train_steps=6", "--keep_hub_module_max=0"),
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resumed from {model_dir}/ckpt-2" in again.stdout
 

@@ -1,0 +1,84 @@
+"""simclr-transfer: the SimCLR paper's linear transfer evaluation of a frozen encoder.
+
+  simclr-transfer --hub_module=EXPORT --datasets=cifar10,dtd --data_dir=TFDS_DIR \
+      --output_dir=DIR
+  simclr-transfer --model_dir=RUN --datasets=... (the run's newest checkpoint)
+
+Per dataset (their TFDS names, prepared in --data_dir: nothing is downloaded): the encoder's
+features (final_avg_pool, inference mode) of the images' centred squares at --image_size; an
+L2-regularised multinomial logistic regression, its strength chosen among
+--transfer_grid_size log-spaced values in [1e-6, 1e5] on the validation split (the
+dataset's, else a seeded 20% of the training split), refitted on training + validation and
+scored on test by the dataset's metric (top-1, mean per-class accuracy, or VOC2007's
+11-point mAP). It writes DIR/transfer.md and DIR/transfer.json, with the paper's figure for
+its ResNet-50 (4x) beside each.
+"""
+
+from absl import flags
+
+from simclr_tf.cli import _common
+from simclr_tf.cli import flags as cli_flags
+
+cli_flags.define_flags(train_mode="finetune", image_size=224)
+DATASETS = flags.DEFINE_list(
+    "datasets", "cifar10", "Transfer datasets: any of food101, cifar10, cifar100, sun397, "
+    "cars196, voc2007, dtd, oxford_iiit_pet, caltech101, oxford_flowers102 (or 'all').")
+OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write transfer.md and "
+                                 "transfer.json.")
+GRID = flags.DEFINE_integer("transfer_grid_size", 45, "Regularisation strengths tried "
+                            "(log-spaced in [1e-6, 1e5]; the paper's 45).", lower_bound=1)
+EXTRA = ("datasets", "output_dir", "transfer_grid_size")
+
+
+def _model(cfg, explicit):
+    """(images -> features, architecture name, what was loaded)."""
+    import tensorflow as tf  # noqa: PLC0415 (late: keep --help and flag errors fast)
+
+    from simclr_tf import export as export_lib  # noqa: PLC0415
+    from simclr_tf import transfer, visualize  # noqa: PLC0415
+
+    architecture = transfer.architecture_name(cfg.resnet_depth, cfg.width_multiplier,
+                                              cfg.sk_ratio)
+    if cfg.hub_module:
+        run_flags = cli_flags.checkpoint_run_flagfile(cfg.hub_module)
+        if run_flags:
+            arch = cli_flags.from_flagfile(run_flags)
+            architecture = transfer.architecture_name(arch.resnet_depth, arch.width_multiplier,
+                                                      arch.sk_ratio)
+        else:
+            architecture = "an export (architecture not recorded beside it)"
+        model, what = tf.saved_model.load(cfg.hub_module), f"export {cfg.hub_module}"
+    else:
+        checkpoint = _common.run_checkpoint(cfg, explicit)
+        model, what = export_lib.checkpoint_model(cfg, checkpoint), f"checkpoint {checkpoint}"
+    return visualize.model_features(model), architecture, what
+
+
+def main(cfg, explicit):
+    from simclr_tf import transfer_datasets  # noqa: PLC0415
+
+    if not OUTPUT_DIR.value:
+        raise ValueError("--output_dir is required: the folder for transfer.md and "
+                         "transfer.json.")
+    if not cfg.model_dir and not cfg.hub_module:
+        raise ValueError("give --hub_module=EXPORT (a SavedModel of this project) or "
+                         "--model_dir=RUN (a run's newest checkpoint).")
+    names = list(transfer_datasets.DATASETS) if DATASETS.value == ["all"] else DATASETS.value
+    for name in names:
+        transfer_datasets.lookup(name)  # an unknown name stops before any model is loaded
+    from simclr_tf import transfer  # noqa: PLC0415
+
+    features_of, architecture, what = _model(cfg, explicit)
+    options = transfer.Options(image_size=cfg.image_size, batch_size=cfg.eval_batch_size,
+                               grid_size=GRID.value, seed=cfg.seed, data_dir=cfg.data_dir)
+    transfer.run(names, features_of, options, OUTPUT_DIR.value, architecture, what)
+    print(f"simclr-transfer: wrote {OUTPUT_DIR.value}/transfer.md and transfer.json",
+          flush=True)
+
+
+def run():
+    cli_flags.run_program(main, "simclr-transfer", __doc__, extra=EXTRA, reads_run=True)
+
+
+if __name__ == "__main__":
+    run()
