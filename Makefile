@@ -14,8 +14,9 @@ $(STAMP): setup.py pyproject.toml
 
 install: $(STAMP)
 
+# Two pytest workers: many tests wait on process start-up and tracing, which one core does.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q --durations=15 tests
+	$(VENV)/bin/python -m pytest -q -n 2 --durations=15 tests
 
 clean:
 	rm -rf $(VENV) .venv-check *.egg-info

@@ -25,7 +25,7 @@ setup(
         "scipy",  # simclr-transfer's L-BFGS (tf-models-official needs it too)
     ],
     extras_require={
-        "test": ["pytest", "nbclient", "nbformat", "ipykernel", "pillow", "matplotlib",
+        "test": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel", "pillow", "matplotlib",
                  "scikit-learn"],
     },
     entry_points={

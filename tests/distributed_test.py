@@ -70,12 +70,14 @@ def _one_step(step, strategy, jit=False):
                      labels[ctx.replica_id_in_sync_group * n:
                             (ctx.replica_id_in_sync_group + 1) * n]))
 
-    @tf.function(jit_compile=jit)
     def run(x):
         loss, metrics = strategy.run(step.replica_step, args=(x,))
         mean = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                 for k, v in metrics.items()}
         return strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None), mean
+
+    if jit:  # else eagerly: the same ops, without the cost of tracing two replicas
+        run = tf.function(run, jit_compile=True)
 
     loss, metrics = run(dist)
     logs = {k: float(v) for k, v in metrics.items()}
