@@ -25,8 +25,8 @@ setup(
         "scipy",  # simclr-transfer's L-BFGS (tf-models-official needs it too)
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel", "pillow", "matplotlib",
-                 "scikit-learn"],
+        "test": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel", "pillow",
+                 "matplotlib", "scikit-learn"],
     },
     entry_points={
         "console_scripts": [
