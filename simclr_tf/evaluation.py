@@ -84,10 +84,11 @@ def during_training(strategy: tf.distribute.Strategy, model, eval_ds, bank_ds,
                     num_classes: int, cfg: config_lib.Config, step: tf.Variable
                     ) -> Optional[Evaluators]:
     """What a training run evaluates every checkpoint interval: the supervised head's top-1
-    / top-5 when the model has one, the kNN monitor when ``bank_ds`` is given; None when
+    / top-5 when the model has one and there is an eval input (a student distilled on
+    unlabelled images has none), the kNN monitor when ``bank_ds`` is given; None when
     neither."""
     probe = (Evaluator(strategy, model, eval_ds, num_classes)
-             if model.supervised_head is not None else None)
+             if model.supervised_head is not None and eval_ds is not None else None)
     monitor = (knn.KnnMonitor(strategy, model, bank_ds, eval_ds, num_classes,
                               cfg.eval_batch_size, cfg.knn_k, cfg.knn_temperature)
                if bank_ds is not None else None)

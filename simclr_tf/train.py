@@ -162,7 +162,7 @@ def _initialiser(cfg: config_lib.Config, model, optimizer) -> Optional[Callable[
         return lambda: checkpoints.restore_training(model, optimizer, latest)
     if cfg.checkpoint:
         return lambda: checkpoints.restore_pretrained(model, cfg.checkpoint)
-    if cfg.train_mode != "pretrain" and not cfg.hub_module:
+    if cfg.train_mode == "finetune" and not cfg.hub_module:
         logging.warning("Fine-tuning without --checkpoint: the encoder starts from random "
                         "initialisation.")
     return None

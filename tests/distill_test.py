@@ -254,3 +254,17 @@ def test_distillation_flags_are_checked(overrides, match):
     cfg = dict(model_dir="/tmp/x", train_mode="distill", teacher="/t")
     with pytest.raises(ValueError, match=match):
         Config(**{**cfg, **overrides}).validate()
+
+
+def test_a_student_of_unlabelled_images_trains_without_evaluating(tmp_path, tiny, teacher_run):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for i in range(24):  # a folder of images without class sub-folders
+        Image.fromarray(rng.integers(0, 255, [20, 24, 3], np.uint8)).save(tmp_path / f"{i}.jpg")
+    cfg = tiny(tmp_path / "student", train_mode="distill", teacher=str(teacher_run[0]),
+               dataset="folder", data_dir=str(tmp_path), train_steps=2)
+    summary = train.run(cfg)
+    assert summary["global_step"] == 2 and "teacher_agreement" in summary
+    assert "top1" not in summary  # nothing to evaluate on
+    with pytest.raises(ValueError, match="--distill_weight=0.5 .*needs labelled images"):
+        train.run(dataclasses.replace(cfg, distill_weight=0.5))
