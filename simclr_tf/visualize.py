@@ -57,19 +57,23 @@ def view_pairs(cfg: config_lib.Config, source: sources.Source, num_images: int,
     """The first ``num_images`` training images (float [H, W, 3]) and ``num_pairs`` pairs of
     views of each, [n, pairs, 2, S, S, 3], from the pretraining pipeline of ``cfg`` (a seed per
     pair; blurred on the device as the step does when ``cfg.use_blur``)."""
-    originals = [augment.to_float(image).numpy() for image, _ in
-                 source.read(cfg.train_split).take(num_images)]
+    images = [image for image, _ in source.read(cfg.train_split).take(num_images)]
+    originals = [augment.to_float(image).numpy() for image in images]
     pairs = []
     for p in range(num_pairs):
-        ds = data_lib.build_dataset(
-            source, cfg.train_split, "pretrain", num_images, cfg.image_size,
-            color_jitter_strength=cfg.color_jitter_strength,
-            color_jitter_impl=cfg.color_jitter_impl, jit_augment=False,  # no compile: a batch
-            seed=cfg.seed * 1000 + p, shuffle_buffer=1)  # buffer 1: the split's order
-        images, _ = next(iter(ds))
+        # The pipeline's own augmentation, applied to these very images (the training input
+        # would shuffle a folder's files).
+        views = []
+        for i, image in enumerate(images):
+            seed = tf.constant([cfg.seed * 1000 + p, i], tf.int64)
+            views.append(tf.concat([
+                augment.preprocess_for_pretrain(image, cfg.image_size, cfg.color_jitter_strength,
+                                                cfg.color_jitter_impl, seed=s)
+                for s in tf.unstack(tf.random.experimental.stateless_split(seed, 2))], -1))
+        images_p = tf.stack(views)
         if cfg.use_blur:
-            images = step_lib.blur_views(images, cfg.seed + p, tf.constant(0), 1)
-        pairs.append(tf.stack(tf.split(images, 2, axis=-1), axis=1).numpy())
+            images_p = step_lib.blur_views(images_p, cfg.seed + p, tf.constant(0), 1)
+        pairs.append(tf.stack(tf.split(images_p, 2, axis=-1), axis=1).numpy())
     return originals, np.stack(pairs, axis=1)
 
 

@@ -116,3 +116,28 @@ def test_pca_map_keeps_the_two_main_directions():
                                atol=1e-2)
     with pytest.raises(ValueError, match="embedding_method='mds'"):
         pictures.project_2d(features, "mds")
+
+
+def test_the_views_are_of_the_originals_beside_them(tmp_path):
+    """A folder of one-colour images (its training input shuffles the files): with no colour
+    jitter, every view is its original's colour, or that colour's grey (random grayscale)."""
+    from simclr_tf import folder
+    from simclr_tf.config import Config
+
+    rng = np.random.default_rng(3)
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(6):
+            colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+            Image.new("RGB", (20 + i, 18), colour).save(tmp_path / c / f"{i}.png")
+    cfg = Config(model_dir=str(tmp_path), dataset="folder", data_dir=str(tmp_path),
+                 image_size=8, color_jitter_strength=0.0, use_blur=False, seed=1)
+    originals, views = visualize.view_pairs(cfg, folder.FolderSource(str(tmp_path), seed=1),
+                                            num_images=5, num_pairs=3)
+    for original, row in zip(originals, views):
+        colour = original.reshape(-1, 3).mean(0)
+        grey = np.dot(colour, [0.2989, 0.5870, 0.1140])
+        for view in row.reshape(-1, 8 * 8, 3):
+            mean = view.mean(0)
+            assert np.allclose(mean, colour, atol=0.02) or np.allclose(mean, grey, atol=0.02), \
+                (mean, colour)
