@@ -1,7 +1,6 @@
 """simclr-transfer: the SimCLR paper's linear transfer evaluation of a frozen encoder.
 
-  simclr-transfer --hub_module=EXPORT --datasets=cifar10,dtd --data_dir=TFDS_DIR \
-      --output_dir=DIR
+  simclr-transfer --hub_module=EXPORT --datasets=cifar10,dtd --data_dir=D --output_dir=DIR
   simclr-transfer --model_dir=RUN --datasets=... (the run's newest checkpoint)
 
 Per dataset (their TFDS names, prepared in --data_dir: nothing is downloaded): the encoder's
