@@ -41,7 +41,7 @@ def get_source(dataset: str, data_dir: Optional[str] = None, seed: int = 0,
     return sources.TFDSSource(dataset, data_dir, accepted)
 
 
-def _pretrain_map(image_size, strength, impl, xla):
+def pretrain_map(image_size, strength, impl, xla):
     """Two views per example, stacked on channels; with ``xla`` the views leave before their
     colour distortion, with its draws, for ``augment.batch_distort_colors`` after batching."""
     def fn(image, label, seed=None):
@@ -65,7 +65,7 @@ def _distort_batch(names):
 
 
 def _encoded_pretrain_map(image_size, strength, impl, xla):
-    """``_pretrain_map`` from encoded images (``file_views``): the same views and draws."""
+    """``pretrain_map`` from encoded images (``file_views``): the same views and draws."""
     names = augment.jitter_ops(strength, impl)
 
     def fn(contents, label, seed=None):
@@ -98,7 +98,7 @@ def _example_map(mode, image_size, strength, impl, xla, encoded=False):
         return (_encoded_pretrain_map(image_size, strength, impl, xla) if mode == "pretrain"
                 else _encoded_finetune_map(image_size))
     if mode == "pretrain":
-        return _pretrain_map(image_size, strength, impl, xla)
+        return pretrain_map(image_size, strength, impl, xla)
     if mode == "finetune":
         return lambda im, lb, seed=None: (
             augment.preprocess_for_finetune(im, image_size, seed=seed), lb)

@@ -127,14 +127,14 @@ def load_teacher(path: str, strategy: tf.distribute.Strategy) -> Teacher:
     from simclr_tf import export as export_lib  # noqa: PLC0415
     from simclr_tf.cli import flags as cli_flags  # noqa: PLC0415 (reads the run's flags.txt)
 
-    if not path or not (tf.io.gfile.exists(path) or tf.io.gfile.exists(path + ".index")):
+    prefix = bool(path) and tf.io.gfile.exists(path + ".index")  # a checkpoint's prefix
+    if not path or not (prefix or tf.io.gfile.exists(path)):
         raise ValueError(f"--teacher={path!r} does not exist; give an export (a folder with "
                          "saved_model.pb), the folder of a fine-tuning run, or a checkpoint.")
     with strategy.scope():
         if _is_export(path):
             return _export_teacher(path)
-        has_checkpoint = tf.io.gfile.exists(path + ".index") or (
-            tf.io.gfile.isdir(path) and tf.train.latest_checkpoint(path))
+        has_checkpoint = prefix or (tf.io.gfile.isdir(path) and tf.train.latest_checkpoint(path))
         if has_checkpoint:
             flagfile = cli_flags.checkpoint_run_flagfile(path)
             if not flagfile:

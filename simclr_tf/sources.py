@@ -288,19 +288,8 @@ class TFDSSource(Source):
             return None
 
     def _as_dataset(self, split, read_config, shuffle_files=False, **kwargs):
-        try:
-            return self.builder.as_dataset(split=split, shuffle_files=shuffle_files,
-                                           read_config=read_config, **kwargs)
-        except AssertionError as e:  # TFDS's way of saying "not downloaded and prepared"
-            raise ValueError(
-                f"TFDS dataset {self.info.name!r} is not prepared in data_dir "
-                f"{self.builder.data_dir!r}; simclr_tf never downloads at run time. Prepare it "
-                f"once on a machine with network access: `tfds build {self.info.name} "
-                "--data_dir=DIR` (ImageNet needs its tar files in DIR/downloads/manual), "
-                "then pass --data_dir=DIR.") from e
-        except ValueError as e:
-            raise ValueError(f"cannot read split {split!r} of TFDS dataset "
-                             f"{self.info.name!r}: {e}") from e
+        return tfds_split(self.builder, self.info.name, split, read_config=read_config,
+                          shuffle_files=shuffle_files, **kwargs)
 
     def _ids_and(self, split: str, feature: str) -> Tuple[np.ndarray, np.ndarray]:
         """(tfds ids, ``feature``) of every example of the split, without decoding images;
@@ -345,7 +334,7 @@ class TFDSSource(Source):
 
     def read(self, split, input_context=None, shuffle_files=False):
         return self._examples(split, input_context, shuffle_files).map(
-            _to_rgb_uint8, num_parallel_calls=tf.data.AUTOTUNE)
+            to_rgb_uint8, num_parallel_calls=tf.data.AUTOTUNE)
 
     @property
     def reads_encoded(self) -> bool:
@@ -387,7 +376,23 @@ def _id_table(ids: np.ndarray) -> tf.lookup.StaticHashTable:
         tf.constant(ids), tf.ones(len(ids), tf.int32)), default_value=0)
 
 
-def _to_rgb_uint8(image, label):
+def tfds_split(builder, name: str, split: str, **kwargs) -> tf.data.Dataset:
+    """``builder.as_dataset(split=split, **kwargs)``, or a ValueError saying how to prepare
+    the dataset when it is not (nothing is downloaded at run time) or naming the bad split."""
+    try:
+        return builder.as_dataset(split=split, **kwargs)
+    except AssertionError as e:  # TFDS's way of saying "not downloaded and prepared"
+        raise ValueError(
+            f"TFDS dataset {name!r} is not prepared in data_dir {builder.data_dir!r}; "
+            "simclr_tf never downloads at run time. Prepare it once on a machine with network "
+            f"access: `tfds build {name} --data_dir=DIR` (ImageNet needs its tar files in "
+            "DIR/downloads/manual), then pass --data_dir=DIR.") from e
+    except ValueError as e:
+        raise ValueError(f"cannot read split {split!r} of TFDS dataset {name!r}: {e}") from e
+
+
+def to_rgb_uint8(image, label):
+    """A TFDS image as RGB uint8 (grey ones repeated on three channels), the label int32."""
     if image.shape.rank == 3 and image.shape[-1] == 1:
         image = tf.image.grayscale_to_rgb(image)
     return tf.image.convert_image_dtype(image, tf.uint8), tf.cast(label, tf.int32)

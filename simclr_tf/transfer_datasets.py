@@ -7,12 +7,14 @@ the paper, are not in TFDS: they are named in ``NOT_IN_TFDS`` and refused with t
 """
 
 import dataclasses
+import functools
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from simclr_tf import augment
+from simclr_tf import sources
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,14 +65,15 @@ def lookup(name: str) -> TransferDataset:
                      f"{', '.join(DATASETS)}.")
 
 
-def _builder(spec: TransferDataset, data_dir: Optional[str]):
+@functools.lru_cache(maxsize=None)
+def _builder(tfds_name: str, data_dir: Optional[str]):
     import tensorflow_datasets as tfds  # noqa: PLC0415 (slow to import)
 
-    return tfds.builder(spec.tfds_name, data_dir=data_dir)
+    return tfds.builder(tfds_name, data_dir=data_dir)
 
 
 def num_classes(spec: TransferDataset, data_dir: Optional[str]) -> int:
-    features = _builder(spec, data_dir).info.features
+    features = _builder(spec.tfds_name, data_dir).info.features
     label = features["labels"].feature if spec.multilabel else features["label"]
     return int(label.num_classes)
 
@@ -93,24 +96,14 @@ def images(spec: TransferDataset, split: str, image_size: int, batch_size: int,
            data_dir: Optional[str]) -> tf.data.Dataset:
     """Batches of (images float [B, S, S, 3] in [0, 1], labels) of ``split``: the shorter side
     resized to S and the centred S x S square (bicubic), no augmentation, as in the paper."""
-    builder = _builder(spec, data_dir)
-    try:
-        ds = builder.as_dataset(split=split, shuffle_files=False)
-    except AssertionError as e:  # TFDS's way of saying "not downloaded and prepared"
-        raise ValueError(
-            f"TFDS dataset {spec.tfds_name!r} is not prepared in data_dir "
-            f"{builder.data_dir!r}; nothing is downloaded here. Prepare it once on a machine "
-            f"with network access (`tfds build {spec.tfds_name} --data_dir=DIR`), then pass "
-            "--data_dir=DIR.") from e
+    ds = sources.tfds_split(_builder(spec.tfds_name, data_dir), spec.tfds_name, split,
+                            shuffle_files=False)
     label = _label(spec, num_classes(spec, data_dir))
 
     def prepare(ex):
-        image = ex["image"]
-        if image.shape.rank == 3 and image.shape[-1] == 1:
-            image = tf.image.grayscale_to_rgb(image)
-        image = tf.image.convert_image_dtype(image, tf.float32)
-        view = tf.clip_by_value(augment.center_crop(image, image_size, 1.0), 0.0, 1.0)
-        return view, label(ex)
+        image, _ = sources.to_rgb_uint8(ex["image"], 0)
+        view = augment.center_crop(augment.to_float(image), image_size, 1.0)
+        return tf.clip_by_value(view, 0.0, 1.0), label(ex)
 
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
 

@@ -59,18 +59,15 @@ def view_pairs(cfg: config_lib.Config, source: sources.Source, num_images: int,
     pair; blurred on the device as the step does when ``cfg.use_blur``)."""
     images = [image for image, _ in source.read(cfg.train_split).take(num_images)]
     originals = [augment.to_float(image).numpy() for image in images]
+    # The pipeline's own map of an example to its two views, applied to these very images
+    # (the training input would shuffle a folder's files).
+    two_views = data_lib.pretrain_map(cfg.image_size, cfg.color_jitter_strength,
+                                      cfg.color_jitter_impl, xla=False)
     pairs = []
     for p in range(num_pairs):
-        # The pipeline's own augmentation, applied to these very images (the training input
-        # would shuffle a folder's files).
-        views = []
-        for i, image in enumerate(images):
-            seed = tf.constant([cfg.seed * 1000 + p, i], tf.int64)
-            views.append(tf.concat([
-                augment.preprocess_for_pretrain(image, cfg.image_size, cfg.color_jitter_strength,
-                                                cfg.color_jitter_impl, seed=s)
-                for s in tf.unstack(tf.random.experimental.stateless_split(seed, 2))], -1))
-        images_p = tf.stack(views)
+        images_p = tf.stack([
+            two_views(image, 0, seed=tf.constant([cfg.seed * 1000 + p, i], tf.int64))[0]
+            for i, image in enumerate(images)])
         if cfg.use_blur:
             images_p = step_lib.blur_views(images_p, cfg.seed + p, tf.constant(0), 1)
         pairs.append(tf.stack(tf.split(images_p, 2, axis=-1), axis=1).numpy())

@@ -36,20 +36,17 @@ def _model(cfg, explicit):
     from simclr_tf import export as export_lib  # noqa: PLC0415
     from simclr_tf import transfer, visualize  # noqa: PLC0415
 
-    architecture = transfer.architecture_name(cfg.resnet_depth, cfg.width_multiplier,
-                                              cfg.sk_ratio)
     if cfg.hub_module:
         run_flags = cli_flags.checkpoint_run_flagfile(cfg.hub_module)
-        if run_flags:
-            arch = cli_flags.from_flagfile(run_flags)
-            architecture = transfer.architecture_name(arch.resnet_depth, arch.width_multiplier,
-                                                      arch.sk_ratio)
-        else:
-            architecture = "an export (architecture not recorded beside it)"
+        arch = cli_flags.from_flagfile(run_flags) if run_flags else None  # the export's run
         model, what = tf.saved_model.load(cfg.hub_module), f"export {cfg.hub_module}"
     else:
         checkpoint = _common.run_checkpoint(cfg, explicit)
+        arch = cfg
         model, what = export_lib.checkpoint_model(cfg, checkpoint), f"checkpoint {checkpoint}"
+    architecture = (transfer.architecture_name(arch.resnet_depth, arch.width_multiplier,
+                                               arch.sk_ratio) if arch is not None else
+                    "an export (architecture not recorded beside it)")
     return visualize.model_features(model), architecture, what
 
 
