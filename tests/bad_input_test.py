@@ -2,6 +2,7 @@
 everything else stops with one clear line."""
 
 import io
+import re
 import os
 import subprocess
 import sys
@@ -264,3 +265,59 @@ def test_export_given_the_wrong_channel_count_says_so(tmp_path):
         loaded(tf.zeros([2, 16, 16, 1]))
     out = loaded(tf.zeros([2, 24, 24, 3]))  # another size is fine: the encoder is convolutional
     assert out["final_avg_pool"].shape == (2, 128)
+
+
+def _cut(path, fraction=0.5):
+    with open(path, "rb") as f:
+        payload = f.read()
+    with open(path, "wb") as f:
+        f.write(payload[:int(len(payload) * fraction)])
+
+
+def test_savedmodels_that_are_not_the_original_s_are_named_in_one_line(
+        original_r18_savedmodel, tmp_path):
+    import shutil
+
+    import tf_keras as keras
+
+    from simclr_tf import convert
+    _, original, _, _ = original_r18_savedmodel
+    expected = "expected the original SimCLR tf2 code's export"
+    # A Keras classifier as Keras saves it, and inside the original's export object.
+    classifier = keras.Sequential([keras.layers.Conv2D(4, 3),
+                                   keras.layers.GlobalAveragePooling2D(),
+                                   keras.layers.Dense(3)])
+    classifier(tf.zeros([1, 8, 8, 3]))
+    classifier.save(str(tmp_path / "keras"), save_format="tf")
+    root = tf.Module()
+    root.model, root.trainable_variables_list = classifier, classifier.trainable_variables
+    tf.saved_model.save(root, str(tmp_path / "classifier"))
+    for name, found in (("keras", "found top-level objects ['layer-0'"),
+                        ("classifier", "found top-level objects ['model', "
+                         "'trainable_variables_list'], model/ holding ['layer-0'")):
+        with pytest.raises(ValueError, match=rf"another program's SavedModel: {expected}.*"
+                                             rf"{re.escape(found)}"):
+            convert.open_original(str(tmp_path / name))
+    # Copied in part: the variables' data, their index, or no variables at all.
+    for part, message in (("data-00000-of-00001", "cannot be read"),
+                          ("index", r"cannot be read \(not an sstable"),
+                          (None, "holds saved_model.pb but no variables/variables.index")):
+        damaged = str(tmp_path / f"cut_{part}")
+        shutil.copytree(original, damaged)
+        if part:
+            _cut(os.path.join(damaged, "variables", f"variables.{part}"))
+        else:
+            shutil.rmtree(os.path.join(damaged, "variables"))
+        with pytest.raises(ValueError, match=rf"^{re.escape(damaged)}.*{message}"):
+            convert.load_original(damaged)
+    # The program: one line, exit 2 (the variables' data cut after the object graph).
+    damaged = str(tmp_path / "cut_late")
+    shutil.copytree(original, damaged)
+    _cut(os.path.join(damaged, "variables", "variables.data-00000-of-00001"), 0.9)
+    proc = subprocess.run([sys.executable, "-m", "simclr_tf.cli.convert",
+                           f"--original={damaged}", f"--model_dir={tmp_path / 'out'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"simclr-convert: error: {damaged}") and "whole" in last, last
+    assert not os.path.exists(tmp_path / "out" / "checkpoint")

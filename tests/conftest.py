@@ -59,3 +59,20 @@ def two_replicas():
 def one_replica():
     """A MirroredStrategy over one logical CPU (the same code path, one replica)."""
     return tf.distribute.MirroredStrategy([LOGICAL_CPUS[0]])
+
+
+# The original's ResNet-18 (CIFAR stem, width 0.25, 3-layer head to 32, 10 classes) as its
+# own code exports it: (arguments of original_structure.build, listing, scale).
+ORIGINAL_R18 = ((18, 0.25, 0.0, True, 10, 3, 32), "r18_cifar", 0.25)
+
+
+@pytest.fixture(scope="session")
+def original_r18_savedmodel(tmp_path_factory):
+    """(folder as published, SavedModel path, values by training key, the original's model)."""
+    import original_structure  # noqa: PLC0415
+
+    arch, listing, scale = ORIGINAL_R18
+    folder = str(tmp_path_factory.mktemp("original") / listing)
+    path, values, model = original_structure.write_savedmodel(folder, listing, scale, arch,
+                                                              seed=3)
+    return folder, path, values, model

@@ -16,11 +16,13 @@ import pytest
 import tensorflow as tf
 
 import simclr_tf  # noqa: F401
-from simclr_tf import checkpoints, convert
+from simclr_tf import checkpoints, convert, convert_savedmodel
 from simclr_tf import model as model_lib
 from simclr_tf.config import Config
 
 import original_model
+from conftest import ORIGINAL_R18
+import original_structure
 
 CASES = {  # listing, channel scale, the architecture it must be read as
     "r18_cifar": ("r18_cifar", 0.25, dict(resnet_depth=18, width_multiplier=0.25,
@@ -175,42 +177,104 @@ def test_flags_that_disagree_with_the_checkpoint_and_a_used_folder_are_named(
         convert.convert_checkpoint(str(tmp_path / "nowhere"), Config(model_dir=str(used)))
 
 
-SAVEDMODEL_CASES = {  # case -> (the CASES entry, projection head kept)
-    "r18_cifar": ("r18_cifar", True),
-    "r50_1x_sk": ("r50_1x_sk", True),
-    "r50_2x_v1": ("r50_2x", False),  # the SimCLRv1 models' form: no projection head
+SAVEDMODEL_CASES = {  # case -> (the CASES entry, projection head, trainable_variables_list)
+    "r18_cifar": ("r18_cifar", True, True),
+    "r50_1x": ("r50_1x", True, True),
+    "r50_1x_sk": ("r50_1x_sk", True, True),
+    # The published models' form (converted from TF1, saved with an empty
+    # trainable_variables_list), here a SimCLRv1 one: no projection head.
+    "r50_2x_v1": ("r50_2x", False, False),
 }
 
 
-@pytest.mark.parametrize("case", list(SAVEDMODEL_CASES))
-def test_converted_savedmodel_gives_the_original_endpoints(case, tmp_path):
-    # The published models' form: variables by position, Keras names in the object graph.
-    base, head = SAVEDMODEL_CASES[case]
+def _architecture(expected):
+    return tuple(expected[k] for k in ("resnet_depth", "width_multiplier", "sk_ratio",
+                                       "cifar_stem", "num_classes", "num_proj_layers",
+                                       "proj_out_dim"))
+
+
+def _original_savedmodel(case, directory):
+    """(folder as published, SavedModel path, values, expected architecture, the original's
+    model) of a case."""
+    base, head, listed = SAVEDMODEL_CASES[case]
     listing, scale, expected = CASES[base]
     if not head:
         expected = dict(expected, num_proj_layers=0, proj_out_dim=0)
-    kind, blocks = BLOCKS[expected["resnet_depth"]]
-    forward_args = (blocks, kind, expected["sk_ratio"] > 0, expected["cifar_stem"])
-    path, values = original_model.write_savedmodel(
-        str(tmp_path / "saved_model"), listing, scale, seed=3, forward_args=forward_args,
-        projection_head=head)
-    assert dataclasses_dict(convert.open_original(path).architecture()) == expected
-    # A published model's folder as downloaded holds saved_model/.
-    assert convert.open_original(str(tmp_path)).prefix == path
+    folder = os.path.join(directory, listing)  # e.g. r50_1x_sk1/saved_model/, as published
+    path, values, model = original_structure.write_savedmodel(
+        folder, listing, scale, _architecture(expected), seed=3, trainable_variables=listed)
+    return folder, path, values, expected, model
+
+
+@pytest.mark.parametrize("case", list(SAVEDMODEL_CASES))
+def test_a_savedmodel_written_by_the_original_converts(case, tmp_path, request):
+    # Written with the original's own object structure (tests/original_structure.py), so
+    # each variable is stored where the original stores it.
+    if case == "r18_cifar":  # the session's (conftest.ORIGINAL_R18 is this case)
+        folder, path, values, written = request.getfixturevalue("original_r18_savedmodel")
+        expected = CASES["r18_cifar"][2]
+        assert ORIGINAL_R18[0] == _architecture(expected)
+    else:
+        folder, path, values, expected, written = _original_savedmodel(case, str(tmp_path))
+    original = convert.open_original(folder)  # the published folder as downloaded
+    assert original.prefix == path
+    assert dataclasses_dict(original.architecture()) == expected
+    stored_in_list = any(k.startswith("trainable_variables_list/")
+                         for k in original.stored.values())
+    assert stored_in_list == SAVEDMODEL_CASES[case][2]
+    # The layers' own paths and the positions in their variables lists (by the original's
+    # layer order and Keras names) find the same stored variable for every key.
+    assert convert_savedmodel.OriginalSavedModel(path, by_position=True).stored == \
+        original.stored
     size = 32 if expected["cifar_stem"] else 64
     model = convert.load_original(path, image_size=size)  # the Python API, for notebooks
     images = np.random.default_rng(6).uniform(size=[2, size, size, 3]).astype(np.float32)
-    want = original_model.forward(values, images, *forward_args)
+    kind, blocks = BLOCKS[expected["resnet_depth"]]
+    want = original_model.forward(values, images, blocks, kind, expected["sk_ratio"] > 0,
+                                  expected["cifar_stem"])
+    original_out = written(images, training=False)  # the original's own forward pass
+    for name in original_out:
+        _assert_close(original_out[name], want[name], name)
     _assert_endpoints(model(images, training=False, return_endpoints=True), want)
-    if case == "r50_1x_sk":
-        return
-    # The whole conversion, as simclr-convert runs it; then the original's Colab snippets
-    # (features for a linear head, the supervised head's logits) on the original's
-    # SavedModel and on the converted export.
-    result = convert.convert_checkpoint(path, Config(model_dir=str(tmp_path / "out")))
+
+
+def test_the_written_savedmodel_is_the_original_s_layout_key_for_key(tmp_path):
+    # ResNet-18, CIFAR stem, at the listing's own width: every stored key with its shape, and
+    # the Keras name and shape of every position, as measured by running the original.
+    _, expected = CASES["r18_cifar"][1:]
+    path, _, _ = original_structure.write_savedmodel(
+        str(tmp_path), "r18_cifar", 1.0,
+        _architecture(dict(expected, width_multiplier=1.0, proj_out_dim=128)))
+    stored = {k: str(list(s)) for k, s in tf.train.list_variables(
+        os.path.join(path, "variables", "variables"))}
+    assert stored == dict(original_model.listing_section("r18_cifar", "SavedModel variables"))
+    names = original_structure.variable_names(path)
+    listed = {p: (n.split(":")[0], s) for p, rest in original_model.listing_section(
+        "r18_cifar", "SavedModel object-graph") for n, s in [rest.split(" ", 1)]}
+    assert {p: names[p] for p in listed} == listed
+
+
+def test_simclr_convert_of_a_savedmodel_feeds_the_programs(original_r18_savedmodel, tmp_path):
+    # As simclr-convert runs it; then the original's Colab snippet on both SavedModels, and
+    # what simclr-finetune --checkpoint=OUT and --hub_module=OUT/saved_model/0 start from.
+    folder, path, values, _ = original_r18_savedmodel
+    out = str(tmp_path / "out")
+    result = convert.convert_checkpoint(folder, Config(model_dir=out))
     assert result["checkpoint"].endswith("ckpt-0")
+    images = np.random.default_rng(7).uniform(size=[2, 32, 32, 3]).astype(np.float32)
+    want = original_model.forward(values, images, (2, 2, 2, 2), "basic", False, True)
     original_out = tf.saved_model.load(path)(images, trainable=False)
     converted_out = tf.saved_model.load(result["saved_model"])(images, trainable=False)
-    for name in ("final_avg_pool", "logits_sup"):
+    for name in ("final_avg_pool", "logits_sup", "proj_head_output"):
         _assert_close(original_out[name], want[name], name)
         _assert_close(converted_out[name], original_out[name], name)
+    cfg = dataclasses.replace(result["config"], model_dir=str(tmp_path / "ft"),
+                              linear_eval=True)
+    model = model_lib.from_config(cfg, 10)
+    checkpoints.restore_pretrained(model, out)
+    _assert_close(model(images, training=False)["final_avg_pool"], want["final_avg_pool"],
+                  "--checkpoint")
+    hub = model_lib.from_config(dataclasses.replace(
+        cfg, checkpoint=None, hub_module=result["saved_model"], ft_proj_selector=0), 10)
+    _assert_close(hub(images, training=False)["final_avg_pool"], want["final_avg_pool"],
+                  "--hub_module")

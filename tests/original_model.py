@@ -201,147 +201,17 @@ def forward(v, images, num_groups_blocks, kind, sk, cifar_stem):
     return out
 
 
-# SavedModels: positions and Keras names, and a name -> role mapping of our own.
+# The listings' other sections.
 
-def _counter(scope):
-    m = re.match(r"(.*?)(?:_(\d+))?$", scope)
-    return int(m.group(2) or 0)
-
-
-def _ranks(scopes):
-    """Each scope -> its rank among ``scopes`` by creation counter."""
-    return {s: i for i, s in enumerate(sorted(set(scopes), key=_counter))}
-
-
-def savedmodel_entries(name):
-    """[(object path, Keras variable name, shape)] of the listing's SavedModel section."""
-    entries, inside = [], False
+def listing_section(name, heading):
+    """[(first field, rest of the line)] of the section of listing ``name`` that starts with
+    the line ``# <heading>...``."""
+    rows, inside = [], False
     with open(os.path.join(LAYOUTS, name + ".txt")) as f:
         for line in f:
-            if line.startswith("# SavedModel object-graph"):
-                inside = True
-                continue
-            if inside and line.strip():
-                path, var, shape = line.rstrip("\n").split(" ", 2)
-                entries.append((path, var.split(":")[0],
-                                [int(d) for d in re.findall(r"\d+", shape)]))
-    return entries
-
-
-def _stem_key(parts, ranks, sk):
-    layer, var = parts[1], parts[-1]
-    s = R + "initial_conv_relu_max_pool/"
-    if layer.startswith("conv2d_fixed_padding"):
-        return f"{s}{(0, 2, 4)[ranks['conv'][layer]]}/conv2d/kernel"
-    return f"{s}{((1, 3, 6) if sk else (2,))[ranks['bn'][layer]]}/bn/{var}"
-
-
-def _block_key(parts, ranks, kind, sk):
-    g = int(parts[1][len("block_group"):]) - 1
-    block, layer, var = parts[2], parts[3], parts[-1]
-    b = ranks["blocks"][g][block]
-    key = f"{R}block_groups/{g}/layers/{b}"
-    if kind == "basic":
-        path, convs, bns = "conv2d_bn_layers", (0, 2), (1, 3)
-    elif sk:
-        path, convs, bns = "conv_relu_dropblock_layers", (0, 5), (1, 6)
-    else:
-        path, convs, bns = "conv_relu_dropblock_layers", (0, 3, 6), (1, 4, 7)
-    if layer.startswith("sk__conv2d"):
-        sub = parts[4]
-        base = f"{key}/{path}/3/"
-        if sub.startswith("conv2d_fixed_padding"):
-            return base + "conv2d_fixed_padding/conv2d/kernel"
-        if sub.startswith("batch_norm_relu"):
-            return base + ("batch_norm_relu", "batch_norm_relu_1")[
-                ranks["sk_bn"][(g, block)][sub]] + "/bn/" + var
-        return base + ("conv2d_0", "conv2d_1")[ranks["sk_conv"][(g, block)][sub]] + "/kernel"
-    conv = layer.startswith("conv2d_fixed_padding")
-    rank = ranks["conv" if conv else "bn"][(g, block)][layer]
-    if b == 0:  # created first: the projection shortcut
-        if rank == 0:
-            short = "projection_layers" if kind == "bottleneck" else "shortcut_layers"
-            first = (2 if g > 0 else 1) if sk else 0
-            return (f"{key}/{short}/{first}/conv2d/kernel" if conv
-                    else f"{key}/{short}/{first + 1}/bn/{var}")
-        rank -= 1
-    return (f"{key}/{path}/{convs[rank]}/conv2d/kernel" if conv
-            else f"{key}/{path}/{bns[rank]}/bn/{var}")
-
-
-def savedmodel_training_keys(entries):
-    """Keras name -> the key the original's training checkpoint gives the same variable,
-    from the names' creation counters (the projection shortcut is created first)."""
-    names = [n for _, n, _ in entries]
-    res = [n.split("/") for n in names if n.startswith("resnet/")]
-    sk = any("sk__conv2d" in n for n in names)
-    kind = "bottleneck" if any("bottleneck_block" in n for n in names) else "basic"
-    ranks = {"conv": _ranks(p[1] for p in res if "block_group" not in p[1]
-                            and p[1].startswith("conv2d_fixed_padding")),
-             "bn": _ranks(p[1] for p in res if "block_group" not in p[1]
-                          and p[1].startswith("batch_norm_relu")),
-             "blocks": {g: _ranks(p[2] for p in res if p[1] == f"block_group{g + 1}")
-                        for g in range(4)}}
-    blocks = {(int(p[1][len("block_group"):]) - 1, p[2]) for p in res
-              if p[1].startswith("block_group")}
-    for what, prefix, depth in (("conv", "conv2d_fixed_padding", 3), ("bn", "batch_norm_relu", 3),
-                                ("sk_bn", "batch_norm_relu", 4), ("sk_conv", "conv2d_", 4)):
-        per_block = {}
-        for g, block in blocks:
-            scopes = [p[depth] for p in res if p[1] == f"block_group{g + 1}" and p[2] == block
-                      and len(p) > depth + 1 and p[depth].startswith(prefix)
-                      and (depth == 3 or p[3].startswith("sk__conv2d"))
-                      and not (what == "sk_conv" and p[depth].startswith("conv2d_fixed"))]
-            per_block[(g, block)] = _ranks(scopes)
-        if what in ("conv", "bn"):
-            ranks[what] = {**ranks[what], **per_block}
-        else:
-            ranks[what] = per_block
-    keys = {}
-    for name in names:
-        parts = name.split("/")
-        if parts[0] == "resnet":
-            keys[name] = (_block_key(parts, ranks, kind, sk) if parts[1].startswith("block_group")
-                          else _stem_key(parts, ranks, sk))
-        elif parts[0] == "projection_head":
-            j = int(parts[1][len("nl_"):])
-            keys[name] = (f"model/_projection_head/linear_layers/{j}/dense/kernel"
-                          if parts[2].startswith("dense") else
-                          f"model/_projection_head/linear_layers/{j}/bn_relu/bn/{parts[-1]}")
-        else:
-            keys[name] = "model/supervised_head/linear_layer/dense/" + parts[-1]
-    return keys
-
-
-def write_savedmodel(directory, listing, scale, seed=0, forward_args=None,
-                     projection_head=True):
-    """A SavedModel with the original's variable positions and names (values seeded per
-    training key); returns its path and the values by training key.
-
-    ``forward_args`` (blocks per group, block kind, sk, cifar stem) also gives it the
-    original's call, ``saved_model(images, trainable=False)`` -> endpoints (this module's
-    forward pass). ``projection_head=False`` leaves the head out, as in the SimCLRv1 models."""
-    from tensorflow.python.trackable.autotrackable import AutoTrackable  # noqa: PLC0415
-
-    entries = [e for e in savedmodel_entries(listing)
-               if projection_head or not e[0].startswith("model/_projection_head/")]
-    keys = savedmodel_training_keys(entries)
-    shapes = {keys[n]: _scaled(keys[n], shape, scale) for _, n, shape in entries}
-    values = values_for(shapes, seed)
-    root, model = AutoTrackable(), AutoTrackable()
-    root.model = model
-    sections = {}
-    for path, name, _ in entries:
-        section, index = path.rsplit("/", 1)
-        sections.setdefault(section, {})[int(index)] = tf.Variable(values[keys[name]],
-                                                                   name=name)
-    for section, variables in sections.items():
-        holder = AutoTrackable()
-        holder.variables = [variables[i] for i in sorted(variables)]
-        setattr(model, section.split("/")[1], holder)
-    if forward_args is not None:
-        root.__call__ = tf.function(lambda inputs, trainable: forward(
-            values, inputs, *forward_args))
-        root.__call__.get_concrete_function(tf.TensorSpec([None, None, None, 3]), False)
-    tf.saved_model.save(root, directory)
-    return directory, values
+            if line.startswith("#"):
+                inside = line.startswith("# " + heading)
+            elif inside and line.strip():
+                first, rest = line.rstrip("\n").split(" ", 1)
+                rows.append((first, rest))
+    return rows
