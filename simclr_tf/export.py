@@ -81,9 +81,11 @@ def export_model(model, export_dir: str) -> str:
     """Writes ``model`` (a built ``SimCLRModel``) as a SavedModel at ``export_dir``.
 
     The SavedModel is written next to ``export_dir`` and renamed into place, so a half-written
-    export never looks complete; an existing export at ``export_dir`` is replaced.
+    export never looks complete; an existing export of this project at ``export_dir`` is
+    replaced, anything else there is refused (``check_target``).
     """
     export_dir = export_dir.rstrip("/")
+    check_target(export_dir)
     parent = os.path.dirname(export_dir) or "."
     tf.io.gfile.makedirs(parent)
     tmp = os.path.join(parent, f".tmp-{os.path.basename(export_dir)}-{os.getpid()}")
@@ -105,6 +107,40 @@ def export_model(model, export_dir: str) -> str:
     else:
         tf.io.gfile.rename(tmp, export_dir)
     return export_dir
+
+
+def is_export(path: str) -> bool:
+    """Whether ``path`` holds a SavedModel that ``export_model`` wrote (its root holds the
+    model and the ``serve`` function)."""
+    from tensorflow.core.protobuf import saved_model_pb2  # noqa: PLC0415
+
+    pb = os.path.join(path, "saved_model.pb")
+    if not tf.io.gfile.exists(pb):
+        return False
+    proto = saved_model_pb2.SavedModel()
+    try:
+        with tf.io.gfile.GFile(pb, "rb") as f:
+            proto.ParseFromString(f.read())
+        root = proto.meta_graphs[0].object_graph_def.nodes[0]
+    except Exception:  # noqa: BLE001 (unreadable: not ours to replace)
+        return False
+    return {"model", "serve"} <= {c.local_name for c in root.children}
+
+
+def check_target(export_dir: str, flag: str = ""):
+    """Raises ValueError, in one line, unless ``export_dir`` (given as ``--flag``) is new, an
+    empty folder or an export of this project: a user's file or folder is never replaced."""
+    if not tf.io.gfile.exists(export_dir):
+        return
+    named = f"--{flag}={export_dir!r}" if flag else repr(export_dir)
+    if not tf.io.gfile.isdir(export_dir):
+        raise ValueError(f"{named} is a file; an export is a folder: give a new or empty "
+                         "folder (the file is left as it is).")
+    entries = sorted(e.rstrip("/") for e in tf.io.gfile.listdir(export_dir))
+    if entries and not is_export(export_dir):
+        raise ValueError(f"{named} holds {len(entries)} file(s) or folder(s) (e.g. "
+                         f"{entries[0]!r}) and is not an export of simclr_tf: give a new or "
+                         "empty folder (it is left as it is).")
 
 
 def remove_partial_exports(model_dir: str) -> int:

@@ -42,7 +42,7 @@ def build_inputs(cfg: config_lib.Config, strategy: tf.distribute.Strategy,
             color_jitter_strength=cfg.color_jitter_strength,
             color_jitter_impl=cfg.color_jitter_impl, jit_augment=cfg.jit_augment,
             cache=cfg.cache_dataset, seed=cfg.seed))
-    knn = cfg.train_mode == "pretrain" and cfg.knn_monitor and source.labelled
+    knn = cfg.train_mode == "pretrain" and cfg.knn_monitor and source.classifiable
     if knn:
         source.check_split(cfg.eval_split)
 
@@ -50,7 +50,7 @@ def build_inputs(cfg: config_lib.Config, strategy: tf.distribute.Strategy,
         return strategy.distribute_datasets_from_function(
             lambda ctx: data_lib.build_dataset(src, split, "eval", cfg.eval_batch_size,
                                                cfg.image_size, ctx))
-    evaluates = with_head and source.labelled  # a student of unlabelled images: no eval
+    evaluates = with_head and source.classifiable  # a student of unlabelled images: none
     eval_ds = eval_input(source, cfg.eval_split) if evaluates or knn else None
     bank_ds = eval_input(*knn_lib.bank_split(source, cfg.train_split, cfg.knn_bank_size,
                                              cfg.seed)) if knn else None
@@ -73,11 +73,14 @@ def training_source(cfg: config_lib.Config, source: Optional[sources.Source] = N
     elif cfg.train_mode == "distill" and cfg.distill_weight < 1:
         sources.require_labels(source, f"--distill_weight={cfg.distill_weight} (the labels' "
                                "loss)")
-    elif with_head and not source.labelled and cfg.train_mode == "pretrain":
-        print(f"{cfg.dataset}: the images in {cfg.data_dir} have no labels (no class "
-              "sub-folders): pretraining without the linear probe. Linear-evaluate the result "
-              "with simclr-finetune --linear_eval --checkpoint=MODEL_DIR on a labelled folder.",
-              flush=True)
+    elif cfg.train_mode == "pretrain" and not source.classifiable and (
+            with_head or cfg.knn_monitor):
+        what = ("have no labels (no class sub-folders)" if not source.labelled else
+                f"are of one class ({source.class_names[0]!r}), nothing to tell apart")
+        print(f"{cfg.dataset}: the images in {cfg.data_dir} {what}: pretraining without "
+              "the linear probe and the kNN monitor. Linear-evaluate the result with "
+              "simclr-finetune --linear_eval --checkpoint=MODEL_DIR on a folder of two or "
+              "more classes.", flush=True)
         with_head = False
     if with_head and source.labelled:
         source.check_split(cfg.eval_split)

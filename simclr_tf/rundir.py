@@ -1,4 +1,5 @@
-"""One training run per model_dir: a lock file naming the host and pid that holds it.
+"""One training run per model_dir: a lock file naming the host and pid that holds it; and
+the one check of every output folder a program is given (never a user's file).
 
 A second program that would write the same model_dir refuses with one line naming the
 first. A lock left behind by a process that died (SIGKILL, a crash, a preempted VM that
@@ -16,6 +17,21 @@ import tensorflow as tf
 from absl import logging
 
 LOCK_NAME = ".simclr_tf.lock"
+
+
+def output_folder(path: str, flag: str) -> str:
+    """Creates the output folder ``path`` (given as ``--flag``) when missing and returns it.
+    Raises ValueError, in one line, when it is a file (a user's file is never replaced) or
+    cannot be created."""
+    if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+        raise ValueError(f"--{flag}={path!r} is a file; give a folder (it is created when "
+                         "missing). The file is left as it is.")
+    try:
+        tf.io.gfile.makedirs(path)
+    except (OSError, tf.errors.OpError) as e:
+        raise ValueError(f"--{flag}={path!r} cannot be created or written "
+                         f"({type(e).__name__}: {str(e)[:200]}).") from e
+    return path
 
 
 def _pid_alive(pid: int) -> bool:

@@ -82,6 +82,12 @@ class Source:
         return self.info.num_classes > 0
 
     @property
+    def classifiable(self) -> bool:
+        """Whether there are classes to tell apart (two or more): a classifier, its top-1 and
+        the kNN monitor need them; a folder with one class sub-folder has one."""
+        return self.info.num_classes >= 2
+
+    @property
     def class_names(self) -> Sequence[str]:
         """Human-readable class names when the source has them, else the class indices."""
         return [str(i) for i in range(self.info.num_classes)]
@@ -398,11 +404,17 @@ def to_rgb_uint8(image, label):
     return tf.image.convert_image_dtype(image, tf.uint8), tf.cast(label, tf.int32)
 
 
-def require_labels(source: Source, what: str):
-    """Raises ValueError, in one line, when ``what`` needs labels the source does not have."""
+def require_labels(source: Source, what: str, min_classes: int = 2):
+    """Raises ValueError, in one line, when ``what`` needs labels (of ``min_classes`` or more
+    classes) that the source does not have."""
+    where = getattr(source, "data_dir", None) or source.info.name
     if not source.labelled:
-        where = getattr(source, "data_dir", None) or source.info.name
         raise ValueError(
             f"{what} needs labelled images, and the images in {where} have no labels (no "
             "class sub-folders). Give a labelled folder (--dataset=folder --data_dir=D with "
             "one sub-folder of images per class) or a labelled dataset and split.")
+    if source.info.num_classes < min_classes:
+        raise ValueError(
+            f"{what} needs images of {min_classes} or more classes, and {where} holds one "
+            f"class ({source.class_names[0]!r}). Give a folder with one sub-folder of images "
+            "per class, two or more.")

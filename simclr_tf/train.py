@@ -79,7 +79,7 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
     cfg.validate()
     if not strategies.is_chief():  # other workers write nothing into model_dir
         return _run(cfg, strategy, on_end, stop_on_signals, source)
-    _make_model_dir(cfg.model_dir)
+    rundir.output_folder(cfg.model_dir, "model_dir")
     # One run per model_dir; under its lock, remove what interrupted writes left behind.
     with rundir.RunLock(cfg.model_dir):
         removed = checkpoints.remove_partial_writes(cfg.model_dir)
@@ -90,17 +90,6 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
         if on_start is not None:
             on_start()
         return _run(cfg, strategy, on_end, stop_on_signals, source)
-
-
-def _make_model_dir(model_dir: str):
-    if tf.io.gfile.exists(model_dir) and not tf.io.gfile.isdir(model_dir):
-        raise ValueError(f"--model_dir={model_dir!r} is a file; give a folder (it is created "
-                         "when missing).")
-    try:
-        tf.io.gfile.makedirs(model_dir)
-    except (OSError, tf.errors.OpError) as e:
-        raise ValueError(f"--model_dir={model_dir!r} cannot be created or written "
-                         f"({type(e).__name__}: {str(e)[:200]}).") from e
 
 
 @dataclasses.dataclass
@@ -143,7 +132,7 @@ def _teacher(cfg: config_lib.Config, strategy: tf.distribute.Strategy,
         return None
     teacher = distill.load_teacher(cfg.teacher, strategy)
     classes = source.info.num_classes
-    if source.labelled and teacher.num_classes != classes:
+    if source.classifiable and teacher.num_classes != classes:
         raise ValueError(f"--teacher={cfg.teacher!r} predicts {teacher.num_classes} classes; "
                          f"the data ({cfg.dataset}) has {classes}: give a teacher fine-tuned "
                          "on these classes.")

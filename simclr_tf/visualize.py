@@ -162,7 +162,8 @@ def _embedding_pictures(output_dir, cfg, source, features_of, options, what) -> 
     from simclr_tf import pictures  # noqa: PLC0415 (matplotlib: only when drawing)
 
     split = options.split or cfg.eval_split
-    sources.require_labels(source, "simclr-visualize's embedding and retrieval pictures")
+    sources.require_labels(source, "simclr-visualize's embedding and retrieval pictures",
+                           min_classes=1)
     features, labels, images = embed(features_of, source, split, cfg.image_size,
                                      options.num_points, cfg.seed)
     names = list(source.class_names)

@@ -321,3 +321,52 @@ def test_savedmodels_that_are_not_the_original_s_are_named_in_one_line(
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"simclr-convert: error: {damaged}") and "whole" in last, last
     assert not os.path.exists(tmp_path / "out" / "checkpoint")
+
+
+def test_outputs_never_replace_a_user_s_file_or_folder(original_r18_savedmodel, tmp_path):
+    from simclr_tf import convert
+    from simclr_tf import export as export_lib
+    from simclr_tf import model as model_lib
+    from simclr_tf.config import Config
+    precious = tmp_path / "notes.txt"
+    precious.write_text("a user's file")
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "photo.jpg").write_bytes(b"not ours")
+    _, original, _, _ = original_r18_savedmodel
+    before = sorted(os.listdir(original))
+    # The programs, each with one of its outputs on the file: one line, exit 2.
+    runs = [("export", [f"--model_dir={tmp_path / 'run'}", f"--export_dir={precious}"],
+             f"--export_dir='{precious}' is a file"),
+            ("export", [f"--model_dir={tmp_path / 'run'}", f"--export_dir={mine}"],
+             f"--export_dir='{mine}' holds 2 file(s) or folder(s) (e.g. 'photo.jpg')"),
+            ("visualize", [f"--hub_module={original}", f"--output_dir={precious}"],
+             f"--output_dir='{precious}' is a file"),
+            ("transfer", [f"--hub_module={original}", "--datasets=cifar10",
+                          f"--output_dir={precious}"], f"--output_dir='{precious}' is a file")]
+    procs = [subprocess.Popen([sys.executable, "-m", f"simclr_tf.cli.{prog}", *args], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for prog, args, _ in runs]
+    for (prog, _, message), proc in zip(runs, procs):
+        _, err = proc.communicate(timeout=600)
+        last = err.strip().splitlines()[-1]
+        assert proc.returncode == 2 and last.startswith(f"simclr-{prog}: error: ") and \
+            message in last, err[-2000:]
+    # The library: an export replaces only an export of its own.
+    model = model_lib.build_model(resnet_depth=18, width_multiplier=0.25, image_size=16,
+                                  proj_head_mode="nonlinear", num_proj_layers=1,
+                                  proj_out_dim=8)
+    model(tf.zeros([1, 16, 16, 3]), training=False)
+    for target in (precious, mine, original):  # the original's SavedModel is not ours
+        with pytest.raises(ValueError, match="is a file|is not an export of simclr_tf"):
+            export_lib.export_model(model, str(target))
+    ours = str(tmp_path / "export")
+    (tmp_path / "export").mkdir()  # an empty folder is taken
+    export_lib.export_model(model, ours)
+    assert export_lib.is_export(ours) and not export_lib.is_export(original)
+    export_lib.export_model(model, ours)  # an export of its own is replaced
+    with pytest.raises(ValueError, match="--model_dir=.*is a file"):
+        convert.convert_checkpoint(original, Config(model_dir=str(precious)))
+    assert precious.read_text() == "a user's file"
+    assert sorted(os.listdir(mine)) == ["photo.jpg", "sub"]
+    assert sorted(os.listdir(original)) == before

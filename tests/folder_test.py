@@ -1,5 +1,6 @@
 """Image folders as users have them, TFDS-style split slices, and label subsets."""
 
+import dataclasses
 import io
 
 import numpy as np
@@ -9,7 +10,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import simclr_tf  # noqa: F401
-from simclr_tf import data, folder, run_inputs, sources, subsets
+from simclr_tf import data, evaluation, folder, run_inputs, sources, subsets, train
 from simclr_tf.config import Config
 
 RNG = np.random.default_rng(7)
@@ -90,6 +91,27 @@ def test_pretraining_an_unlabelled_folder_turns_the_probe_off_and_finetuning_say
     assert "pretraining without the linear probe" in capsys.readouterr().out
     with pytest.raises(ValueError, match="finetune .* needs labelled images.*no labels"):
         run_inputs.training_source(Config(**{**cfg.__dict__, "train_mode": "finetune"}))
+
+
+def test_a_folder_of_one_class_pretrains_without_the_probe_and_classifiers_say_why(
+        tmp_path, capsys, tiny):
+    # One class sub-folder: legitimate images, nothing to tell apart. The run (probe and kNN
+    # monitor on by default) trains and exports without them; what classifies refuses.
+    root = _tree(tmp_path / "imgs", [f"only/{i}.png" for i in range(8)])
+    run = tiny(tmp_path / "run", dataset="folder", data_dir=root, train_batch_size=4,
+               eval_batch_size=4, train_steps=1, knn_monitor=True)
+    assert run.lineareval_while_pretraining
+    summary = train.run(run)
+    out = capsys.readouterr().out
+    assert "are of one class ('only'), nothing to tell apart: pretraining without the " \
+        "linear probe and the kNN monitor" in out, out
+    assert summary["global_step"] == 1 and "top1" not in summary and "knn_top1" not in summary
+    one_class = r"needs images of 2 or more classes, and .*imgs holds one class \('only'\)"
+    with pytest.raises(ValueError, match="finetune .*" + one_class):
+        run_inputs.training_source(dataclasses.replace(run, train_mode="finetune"))
+    with pytest.raises(ValueError, match="evaluation " + one_class):
+        evaluation.evaluate(dataclasses.replace(run, train_mode="finetune",
+                                                checkpoint=str(tmp_path / "run")))
 
 
 @pytest.mark.parametrize("split,expected", [

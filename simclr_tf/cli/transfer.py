@@ -59,6 +59,9 @@ def main(cfg, explicit):
     if not cfg.model_dir and not cfg.hub_module:
         raise ValueError("give --hub_module=EXPORT (a SavedModel of this project) or "
                          "--model_dir=RUN (a run's newest checkpoint).")
+    from simclr_tf import rundir  # noqa: PLC0415
+
+    rundir.output_folder(OUTPUT_DIR.value, "output_dir")
     names = list(transfer_datasets.DATASETS) if DATASETS.value == ["all"] else DATASETS.value
     for name in names:
         transfer_datasets.lookup(name)  # an unknown name stops before any model is loaded

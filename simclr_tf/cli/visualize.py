@@ -55,7 +55,9 @@ def main(cfg, explicit):
 
     from simclr_tf import data as data_lib
     from simclr_tf import export as export_lib
-    from simclr_tf import visualize
+    from simclr_tf import rundir, visualize
+
+    rundir.output_folder(OUTPUT_DIR.value, "output_dir")
 
     source = data_lib.get_source(cfg.dataset, cfg.data_dir, seed=cfg.seed,
                                  folder_labels=cfg.folder_labels)
