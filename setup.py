@@ -7,6 +7,7 @@ setup(
     version="0.1.0",
     description="SimCLR (v1/v2) contrastive learning for TensorFlow 2 and Keras 2 (tf_keras).",
     packages=find_packages(include=["simclr_tf", "simclr_tf.*"]),
+    py_modules=["simclr_tf_keras3"],  # an export as a Keras 3 layer, apart from the package
     python_requires=">=3.11,<3.14",
     classifiers=[
         "Programming Language :: Python :: 3.11",
