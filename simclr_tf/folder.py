@@ -11,6 +11,7 @@ A file is broken when TF's decoder cannot read it (or it is empty or of no image
 it is skipped, counted (``skipped``) and the first ``MAX_NAMED_SKIPS`` named.
 """
 
+import collections
 import os
 import sys
 from typing import Dict, List, Optional, Tuple
@@ -22,7 +23,7 @@ from absl import logging
 from simclr_tf import sources
 
 NAME = "folder"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 EVAL_FOLDER_NAMES = ("val", "validation", "test")
 # The split names each eval folder also answers to (the default --eval_split is validation).
 ALIASES = {"validation": ("validation", "val", "test"), "val": ("val", "validation")}
@@ -38,9 +39,9 @@ def _visible(names: List[str]) -> List[str]:
     return sorted(n for n in names if not n.startswith("."))
 
 
-def _list_images(folder: str) -> Tuple[List[str], int]:
-    """Image files under ``folder`` at any depth (sorted), and the number of other files."""
-    files, skipped = [], 0
+def _list_images(folder: str) -> Tuple[List[str], collections.Counter]:
+    """Image files under ``folder`` at any depth (sorted), and the other files by extension."""
+    files, other = [], collections.Counter()
     for name in _visible(tf.io.gfile.listdir(folder)):
         path = os.path.join(folder, name.rstrip("/"))
         # Names with an image extension are taken as files without asking (on GCS every
@@ -48,12 +49,12 @@ def _list_images(folder: str) -> Tuple[List[str], int]:
         if name.lower().endswith(IMAGE_EXTENSIONS) and not name.endswith("/"):
             files.append(path)
         elif tf.io.gfile.isdir(path):
-            more, other = _list_images(path)
+            more, more_other = _list_images(path)
             files += more
-            skipped += other
+            other += more_other
         else:
-            skipped += 1
-    return files, skipped
+            other[os.path.splitext(name)[1].lower() or "(no extension)"] += 1
+    return files, other
 
 
 def _subfolders(root: str) -> List[str]:
@@ -133,14 +134,16 @@ class FolderSource(sources.InMemorySource):
         """(class or None, path) of every image under ``root``."""
         classes = _subfolders(root)
         labelled = folder_labels and classes and not _has_images(root)
-        items, skipped = [], 0
+        items, skipped = [], collections.Counter()
         for c in classes if labelled else [None]:
             files, other = _list_images(os.path.join(root, c) if c else root)
             skipped += other
             items += [(c, f) for f in files]
-        if skipped:
-            logging.warning("Skipped %d files without an image extension %s under %s.",
-                            skipped, IMAGE_EXTENSIONS, root)
+        if skipped:  # e.g. a phone's .heic photos and .mov videos: named by kind
+            kinds = ", ".join(f"{ext}: {n}" for ext, n in skipped.most_common())
+            logging.warning("Skipped %d files under %s that are no images this reads (%s); "
+                            "accepted: %s.", sum(skipped.values()), root, kinds,
+                            " ".join(IMAGE_EXTENSIONS))
         if not items:
             where = f"class folders {classes[:5]}" if classes else "no sub-folders"
             raise ValueError(f"data_dir {root!r} has {where} but no images (accepted "
@@ -271,8 +274,29 @@ def _without_ok(image, label, ok):
     return image, label
 
 
+def _head(contents: tf.Tensor, size: int = 21) -> tf.Tensor:
+    """The first ``size`` bytes of ``contents``, zeros past its end (substr at a position
+    past the end raises)."""
+    return tf.strings.join([tf.strings.substr(contents, 0, size), b"\0" * size])
+
+
+def _is_webp(contents: tf.Tensor) -> tf.Tensor:
+    head = _head(contents)
+    return (tf.equal(tf.strings.substr(head, 0, 4), b"RIFF")
+            & tf.equal(tf.strings.substr(head, 8, 4), b"WEBP"))
+
+
 def _decode(contents: tf.Tensor) -> tf.Tensor:
-    image = tf.io.decode_image(contents, channels=3, expand_animations=False, dtype=tf.uint8)
+    # TF decodes a WebP only at its own channel count (RGB or RGBA; the alpha is dropped,
+    # as a PNG's is). tf.io.decode_webp is never used: an animated WebP crashed the
+    # process in it (heap corruption), where decode_image raises (and image_file_problem
+    # names such files before any decoder sees them).
+    image = tf.cond(
+        _is_webp(contents),
+        lambda: tf.io.decode_image(contents, channels=0, expand_animations=False,
+                                   dtype=tf.uint8)[..., :3],
+        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False,
+                                   dtype=tf.uint8))
     image.set_shape([None, None, 3])
     return image
 
@@ -285,11 +309,22 @@ def decode_file(path: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor
 def image_file_problem(contents: tf.Tensor) -> tf.Tensor:
     """Why the bytes of a file are no image at all, or "" when they may be one.
 
-    Only what is certain without decoding: an empty file, or one that does not start like a
-    JPEG, PNG, GIF or BMP. Whether an image is whole is the decoder's call: bytes after a
-    JPEG's end-of-image marker (phones write them) decode fine, a truncated file does not."""
+    Only what is certain without decoding: an empty file, one that does not start like a
+    JPEG, PNG, GIF, BMP or WebP, or an animated WebP (TF cannot decode those; an animated
+    GIF gives its first frame). Whether an image is whole is the decoder's call: bytes after
+    a JPEG's end-of-image marker (phones write them) decode fine, a truncated file does
+    not."""
     head = lambda k: tf.strings.substr(contents, 0, k)  # noqa: E731
+    webp = _is_webp(contents)
     known = (tf.equal(head(3), b"\xff\xd8\xff") | tf.equal(head(8), b"\x89PNG\r\n\x1a\n")
-             | tf.equal(head(4), b"GIF8") | tf.equal(head(2), b"BM"))
-    return tf.where(tf.equal(tf.strings.length(contents), 0), "empty file",
-                    tf.where(known, "", "not a JPEG, PNG, GIF or BMP image"))
+             | tf.equal(head(4), b"GIF8") | tf.equal(head(2), b"BM") | webp)
+    # An extended WebP (VP8X chunk at byte 12) flags an animation in bit 1 of byte 20.
+    padded = _head(contents)
+    flags = tf.io.decode_raw(tf.strings.substr(padded, 20, 1), tf.uint8)[0]
+    animated = (webp & tf.equal(tf.strings.substr(padded, 12, 4), b"VP8X")
+                & tf.not_equal(tf.bitwise.bitwise_and(flags, 2), 0))
+    return tf.where(
+        tf.equal(tf.strings.length(contents), 0), "empty file",
+        tf.where(animated, "an animated WebP (TF cannot decode these: save its first frame "
+                           "as PNG or JPEG)",
+                 tf.where(known, "", "not a JPEG, PNG, GIF, BMP or WebP image")))

@@ -32,6 +32,12 @@ def _rgb(h=24, w=30):
 
 # Valid but odd images: (file name, bytes, the RGB uint8 array they must decode to, or None
 # when the codec is lossy and only the shape is checked).
+def _orientation(value):
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif.tobytes()
+
+
 def _odd_images():
     rgb = _rgb()
     gray = RNG.integers(0, 256, (20, 16), np.uint8)
@@ -47,6 +53,16 @@ def _odd_images():
         ("cmyk.jpg", _encode(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=95), None),
         ("plain.bmp", _encode(Image.fromarray(rgb), "BMP"), rgb),
         ("still.gif", _encode(palette, "GIF"), np.asarray(palette.convert("RGB"))),
+        # As phones and cameras write them: progressive, and EXIF-rotated (orientation 6:
+        # decoded as stored, as TF, TFDS and PIL's Image.open give it), animated GIF (its
+        # first frame), WebP (lossless: exact; RGBA: the alpha dropped).
+        ("progressive.jpg", _encode(Image.fromarray(rgb), "JPEG", progressive=True), None),
+        ("rotated.jpg", _encode(Image.fromarray(rgb), "JPEG", exif=_orientation(6)), None),
+        ("animated.gif", _encode(palette, "GIF", save_all=True, duration=100, loop=0,
+                                 append_images=[palette.rotate(90), palette.rotate(180)]),
+         np.asarray(palette.convert("RGB"))),
+        ("still.webp", _encode(Image.fromarray(rgb), "WEBP", lossless=True), rgb),
+        ("rgba.webp", _encode(Image.fromarray(rgba), "WEBP", lossless=True), rgba[..., :3]),
         ("tiny.png", _encode(Image.fromarray(_rgb(1, 1)), "PNG"), None),
         ("huge.jpg", _encode(Image.fromarray(np.zeros((3000, 4000, 3), np.uint8)), "JPEG"),
          None),
@@ -63,6 +79,8 @@ def test_valid_but_odd_images_decode_to_rgb_and_train(tmp_path, name, payload, e
     assert image.dtype == tf.uint8 and image.shape[-1] == 3
     if expected is not None:
         np.testing.assert_array_equal(image.numpy(), expected)
+    else:  # lossy: the stored shape (an EXIF orientation is not applied)
+        assert image.shape[:2] == Image.open(io.BytesIO(payload)).size[::-1]
     view = augment.preprocess_for_pretrain(image, 16, 0.5, seed=[1, 2])
     assert view.shape == (16, 16, 3) and 0.0 <= float(tf.reduce_min(view))
     assert float(tf.reduce_max(view)) <= 1.0
@@ -83,13 +101,16 @@ def _broken_files():
     undecodable = "TF could not decode it"
     return [
         ("empty.jpg", b"", "empty file"),
-        ("text.png", b"these are not the pixels you are looking for", "not a JPEG, PNG"),
-        ("random.jpg", RNG.integers(0, 256, 500, np.uint8).tobytes(), "not a JPEG, PNG"),
+        ("text.png", b"these are not the pixels you are looking for", "not a JPEG, PNG, GIF, BMP or WebP"),
+        ("random.jpg", RNG.integers(0, 256, 500, np.uint8).tobytes(), "not a JPEG, PNG, GIF, BMP or WebP"),
         ("cut.jpg", jpeg[: len(jpeg) // 2], undecodable),
         ("cut_trailer.jpg", _jpeg_with_a_trailer()[:300], undecodable),
         ("cut.png", png[: len(png) // 2], undecodable),
         ("cut.gif", gif[: len(gif) // 2], undecodable),
         ("cut.bmp", bmp[: len(bmp) // 2], undecodable),
+        ("animated.webp", _encode(Image.fromarray(_rgb()), "WEBP", save_all=True,
+                                  append_images=[Image.fromarray(_rgb())], duration=100),
+         "an animated WebP"),
     ]
 
 
@@ -370,3 +391,18 @@ def test_outputs_never_replace_a_user_s_file_or_folder(original_r18_savedmodel, 
     assert precious.read_text() == "a user's file"
     assert sorted(os.listdir(mine)) == ["photo.jpg", "sub"]
     assert sorted(os.listdir(original)) == before
+
+
+def test_files_that_are_no_images_this_reads_are_counted_by_kind(tmp_path, caplog):
+    # A phone's folder: HEIC photos and videos beside JPEGs and WebPs.
+    root = tmp_path / "phone"
+    _good_folder(root, 2, "JPEG")
+    (root / "a" / "3.webp").write_bytes(_encode(Image.fromarray(_rgb()), "WEBP"))
+    for name in ("IMG_0001.HEIC", "IMG_0002.heic", "clip.MOV", "notes"):
+        (root / "b" / name).write_bytes(b"...")
+    with caplog.at_level("WARNING"):
+        source = data.FolderSource(str(root), holdout_fraction=0.5, seed=0)
+    assert source.num_examples("train") + source.num_examples("validation") == 5
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert f"Skipped 4 files under {root} that are no images this reads (.heic: 2, .mov: 1, " \
+        "(no extension): 1)" in warning, warning
