@@ -239,12 +239,20 @@ def test_a_savedmodel_written_by_the_original_converts(case, tmp_path, request):
 
 
 def test_the_written_savedmodel_is_the_original_s_layout_key_for_key(tmp_path):
-    # ResNet-18, CIFAR stem, at the listing's own width: every stored key with its shape, and
-    # the Keras name and shape of every position, as measured by running the original.
+    # ResNet-18, CIFAR stem, at the listing's own width: every key of its training checkpoint
+    # and of its SavedModel with its shape, and the Keras name and shape of every SavedModel
+    # position, as measured by running the original.
     _, expected = CASES["r18_cifar"][1:]
-    path, _, _ = original_structure.write_savedmodel(
+    path, _, model = original_structure.write_savedmodel(
         str(tmp_path), "r18_cifar", 1.0,
         _architecture(dict(expected, width_multiplier=1.0, proj_out_dim=128)))
+    # Its training checkpoint too (the listing's first section, but the optimizer's slots):
+    # the layout tests/original_model.write_checkpoint writes.
+    prefix = tf.train.Checkpoint(model=model, global_step=tf.Variable(1, dtype=tf.int64)).write(
+        str(tmp_path / "ckpt-1"))
+    written = {k[:-len(original_model.VALUE)]: shape for k, shape in
+               tf.train.list_variables(prefix) if k.startswith("model/")}
+    assert written == original_model.layout("r18_cifar")
     stored = {k: str(list(s)) for k, s in tf.train.list_variables(
         os.path.join(path, "variables", "variables"))}
     assert stored == dict(original_model.listing_section("r18_cifar", "SavedModel variables"))
