@@ -240,16 +240,30 @@ def load_original(path: str, image_size: Optional[int] = None):
 def open_original(path: str) -> OriginalCheckpoint:
     """The original's model at ``path``: a SavedModel folder (the published models), a
     training checkpoint's ``ckpt-N`` prefix, or the folder holding the checkpoints (or,
-    with none, its ``saved_model`` folder: a published model's folder as downloaded)."""
-    inner = os.path.join(path, "saved_model")
-    if (tf.io.gfile.exists(os.path.join(inner, "saved_model.pb"))
-            and tf.io.gfile.isdir(path) and not tf.train.latest_checkpoint(path)):
-        path = inner
+    with none, the SavedModel in it: a published model's folder as downloaded holds
+    ``saved_model/``, the original's run folder ``saved_model/<step>/``)."""
+    if tf.io.gfile.isdir(path) and not tf.train.latest_checkpoint(path):
+        path = _savedmodel_in(path) or path
     if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         from simclr_tf import convert_savedmodel  # noqa: PLC0415 (imports this module)
 
         return convert_savedmodel.OriginalSavedModel(path)
     return OriginalCheckpoint(resolve_original(path))
+
+
+def _savedmodel_in(folder: str) -> Optional[str]:
+    """``folder`` itself, ``folder/saved_model``, or the highest-numbered SavedModel in
+    either (the original's exports, ``saved_model/<step>``), when one holds saved_model.pb."""
+    for base in (folder, os.path.join(folder, "saved_model")):
+        if tf.io.gfile.exists(os.path.join(base, "saved_model.pb")):
+            return base
+        if tf.io.gfile.isdir(base):
+            steps = [int(n.rstrip("/")) for n in tf.io.gfile.listdir(base)
+                     if n.rstrip("/").isdigit() and tf.io.gfile.exists(
+                         os.path.join(base, n.rstrip("/"), "saved_model.pb"))]
+            if steps:
+                return os.path.join(base, str(max(steps)))
+    return None
 
 
 def resolve_original(path: str) -> str:

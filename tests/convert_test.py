@@ -8,6 +8,7 @@ written from the original's definition (tests/original_model.py).
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 
@@ -266,6 +267,11 @@ def test_simclr_convert_of_a_savedmodel_feeds_the_programs(original_r18_savedmod
     # As simclr-convert runs it; then the original's Colab snippet on both SavedModels, and
     # what simclr-finetune --checkpoint=OUT and --hub_module=OUT/saved_model/0 start from.
     folder, path, values, _ = original_r18_savedmodel
+    # The original's own run folder holds its exports as saved_model/<step>: the newest.
+    run = tmp_path / "original_run" / "saved_model"
+    for step in ("2", "10"):
+        shutil.copytree(path, run / step)
+    assert convert.open_original(str(run.parent)).prefix == str(run / "10")
     out = str(tmp_path / "out")
     result = convert.convert_checkpoint(folder, Config(model_dir=out))
     assert result["checkpoint"].endswith("ckpt-0")
