@@ -182,9 +182,10 @@ SAVEDMODEL_CASES = {  # case -> (the CASES entry, projection head, trainable_var
     "r18_cifar": ("r18_cifar", True, True),
     "r50_1x": ("r50_1x", True, True),
     "r50_1x_sk": ("r50_1x_sk", True, True),
+    "r50_2x": ("r50_2x", True, True),
     # The published models' form (converted from TF1, saved with an empty
     # trainable_variables_list), here a SimCLRv1 one: no projection head.
-    "r50_2x_v1": ("r50_2x", False, False),
+    "r50_1x_v1": ("r50_1x", False, False),
 }
 
 
