@@ -10,16 +10,10 @@ docs/faithfulness.md, defect 1).
 import os
 import re
 import tempfile
-import time
 from typing import Callable, Optional
 
 import tensorflow as tf
 from absl import logging
-
-# Test-only fault injection inside a checkpoint write (after its files are written, before
-# the checkpoint is recorded as complete): "delay:SECONDS" or "oserror:STEP".
-FAULT_ENV = "SIMCLR_TF_TEST_CHECKPOINT_FAULT"
-
 
 # What reading a truncated, missing or garbled checkpoint file raises (a checkpoint of
 # another architecture raises ValueError from ``_read`` instead, and is not skipped).
@@ -46,8 +40,6 @@ class RunCheckpointManager(tf.train.CheckpointManager):
         number = checkpoint_number
         if number is not None and not isinstance(number, int):
             number = int(number.numpy() if hasattr(number, "numpy") else number)
-        options = tf.train.CheckpointOptions(
-            experimental_write_callbacks=[lambda path: _fault_hook(path, number)])
         previous = self.latest_checkpoint
         try:
             return super().save(checkpoint_number, check_interval, options)
@@ -90,18 +82,6 @@ class RunCheckpointManager(tf.train.CheckpointManager):
             # manager would save at the end of the first loop, then count from there).
             self._last_checkpoint_step = int(self._step_counter.numpy())
         return None
-
-
-def _fault_hook(path: str, number: Optional[int]):
-    fault = os.environ.get(FAULT_ENV, "")
-    if not fault:
-        return
-    kind, _, value = fault.partition(":")
-    if kind == "delay":
-        print(f"test: inside the write of checkpoint {path}", flush=True)
-        time.sleep(float(value))
-    elif kind == "oserror" and number == int(value):
-        raise OSError(28, "No space left on device (injected by the test)", path)
 
 
 def make_manager(model, optimizer, model_dir: str, max_to_keep: int, interval: int,

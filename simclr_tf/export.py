@@ -27,7 +27,6 @@ from simclr_tf import endpoints as ep
 from simclr_tf import model as model_lib
 
 EXPORTS_SUBDIR = "saved_model"
-EXPORT_DELAY_ENV = "SIMCLR_TF_TEST_EXPORT_DELAY"  # test-only: see export_model
 # Any channel count in the signature, so that a wrong one gets our message, not a list of
 # signatures that did not match.
 _IMAGES = tf.TensorSpec([None, None, None, None], tf.float32, name="images")
@@ -95,10 +94,6 @@ def export_model(model, export_dir: str) -> str:
         root = _Exportable(model)
         with _without_keras_traces():
             tf.saved_model.save(root, tmp, signatures={"serving_default": root.serve})
-    delay = os.environ.get(EXPORT_DELAY_ENV)
-    if delay:  # test-only: widen the window between writing and renaming into place
-        print(f"test: inside the write of export {export_dir}", flush=True)
-        time.sleep(float(delay))
     if tf.io.gfile.exists(export_dir):
         old = f"{tmp}-old-{int(time.time())}"
         tf.io.gfile.rename(export_dir, old)

@@ -168,7 +168,13 @@ def test_strategies_the_machine_cannot_provide_are_named(monkeypatch):
         strategies.get_strategy("multi_worker")
     with pytest.raises(ValueError, match="needs --tpu_name"):
         strategies.get_strategy("tpu")
-    assert strategies.resolve_name("auto") == "default"  # no GPU, TPU or cluster here
+    # What auto resolves to, whatever this machine has: the devices are stated here.
+    gpus = []
+    monkeypatch.setattr(strategies.tf.config, "list_physical_devices",
+                        lambda kind=None: list(gpus) if kind == "GPU" else [])
+    assert strategies.resolve_name("auto") == "default"  # no GPU, TPU or cluster
+    gpus.append("/physical_device:GPU:0")
+    assert strategies.resolve_name("auto") == "mirrored"
     assert strategies.resolve_name("auto", tpu="local") == "tpu"
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
                                                 "task": {"type": "worker", "index": 1}}))

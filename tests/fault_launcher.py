@@ -1,0 +1,72 @@
+"""Runs a program of simclr_tf with a fault injected from outside the library, for the crash
+tests (the library reads no test switch):
+
+    python tests/fault_launcher.py FAULT simclr_tf.cli.pretrain --flag=value ...
+
+FAULT is ``checkpoint-delay=SECONDS`` (every checkpoint write pauses after its files are
+written, before it is recorded as complete, and says so), ``checkpoint-oserror=STEP`` (the
+write of ckpt-STEP fails as a full disk would), or ``export-delay=SECONDS`` (an export pauses
+after its files are written, before it is renamed into place, and says so).
+"""
+
+import runpy
+import sys
+import time
+
+import simclr_tf  # noqa: F401
+import tensorflow as tf
+
+from simclr_tf import checkpoints
+
+
+def _checkpoint_fault(kind, value):
+    save = checkpoints.RunCheckpointManager.save
+
+    def faulty_save(self, checkpoint_number=None, check_interval=True, options=None):
+        number = checkpoint_number
+        if number is not None:
+            number = int(number.numpy() if hasattr(number, "numpy") else number)
+
+        def inside_the_write(path):  # TF calls it once the files are written
+            if kind == "delay":
+                print(f"test: inside the write of checkpoint {path}", flush=True)
+                time.sleep(float(value))
+            elif number == int(value):
+                raise OSError(28, "No space left on device (injected by the test)", path)
+
+        options = tf.train.CheckpointOptions(experimental_write_callbacks=[inside_the_write])
+        return save(self, checkpoint_number, check_interval, options)
+
+    checkpoints.RunCheckpointManager.save = faulty_save
+
+
+def _export_delay(seconds):
+    save = tf.saved_model.save
+
+    def delayed_save(obj, export_dir, *args, **kwargs):
+        result = save(obj, export_dir, *args, **kwargs)
+        if "/.tmp-" in str(export_dir):  # an export, written beside its destination
+            print(f"test: inside the write of export {export_dir}", flush=True)
+            time.sleep(float(seconds))
+        return result
+
+    tf.saved_model.save = delayed_save
+
+
+def main():
+    fault, module = sys.argv[1], sys.argv[2]
+    what, value = fault.split("=")
+    if what == "checkpoint-delay":
+        _checkpoint_fault("delay", value)
+    elif what == "checkpoint-oserror":
+        _checkpoint_fault("oserror", value)
+    elif what == "export-delay":
+        _export_delay(value)
+    else:
+        raise SystemExit(f"unknown fault {fault!r}")
+    sys.argv = [module, *sys.argv[3:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()
