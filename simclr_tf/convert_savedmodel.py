@@ -27,12 +27,12 @@ from typing import Dict, List, Tuple
 
 import tensorflow as tf
 
-from simclr_tf import convert
+from simclr_tf import original_checkpoint as original
 from simclr_tf import resnet
 
 SECTIONS = ("model/resnet_model/variables/", "model/_projection_head/variables/",
             "model/supervised_head/variables/")
-R = convert.RESNET
+R = original.RESNET
 WANTED = (f"the original SimCLR tf2 code's export (its Keras model as model/, the ResNet "
           f"under {R}block_groups/0..3)")
 # What reading a damaged variables file raises (the reader's errors are not all TF's).
@@ -50,7 +50,7 @@ def _object_graph(path: str):
     try:
         reader = tf.train.load_checkpoint(prefix)
         graph = trackable_object_graph_pb2.TrackableObjectGraph()
-        graph.ParseFromString(reader.get_tensor(convert.OBJECT_GRAPH))
+        graph.ParseFromString(reader.get_tensor(original.OBJECT_GRAPH))
     except READ_ERRORS as e:  # truncated, corrupt, no object graph
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{prefix} cannot be read ({first}): expected {WANTED}; is the "
@@ -93,7 +93,7 @@ def _bn_keys(key: str, center: bool = True) -> Tuple[List[str], List[str]]:
 
 def _block_keys(key: str, kind: str, sk: bool, strided: bool, projection: bool):
     """(trainable, moving) keys of one block in the SavedModel's order."""
-    path, convs, bns = convert.main_path_slots(kind, sk)
+    path, convs, bns = original.main_path_slots(kind, sk)
     parts = [f"{key}/{path}/{i}/conv2d/kernel" for i in convs]
     trainable, moving = [], []
     main = []
@@ -145,8 +145,8 @@ def head_keys(num_layers: int) -> List[str]:
     """The keys of ``_projection_head.variables``: per layer bn gamma (beta), dense kernel."""
     trainable, moving = [], []
     for j in range(num_layers):
-        t, m = _bn_keys(f"{convert.PROJ_HEAD}{j}/bn_relu/bn", center=j < num_layers - 1)
-        trainable += t + [f"{convert.PROJ_HEAD}{j}/dense/kernel"]
+        t, m = _bn_keys(f"{original.PROJ_HEAD}{j}/bn_relu/bn", center=j < num_layers - 1)
+        trainable += t + [f"{original.PROJ_HEAD}{j}/dense/kernel"]
         moving += m
     return trainable + moving
 
@@ -207,7 +207,7 @@ KERAS_OWN = ("variables", "trainable_variables", "non_trainable_variables",
              "regularization_losses", "keras_api", "signatures")
 
 
-class OriginalSavedModel(convert.OriginalCheckpoint):
+class OriginalSavedModel(original.OriginalCheckpoint):
     """An original SavedModel, read as if it were the original's training checkpoint.
 
     ``by_position`` reads the layers' ``variables`` lists even when the graph gives each
@@ -248,7 +248,7 @@ class OriginalSavedModel(convert.OriginalCheckpoint):
             raise ValueError(f"{self.prefix}: {kind} blocks {blocks} per group match no "
                              "ResNet depth.")
         expected = (resnet_keys(kind, blocks, sk), head_keys(num_layers),
-                    [convert.SUP_HEAD + "kernel", convert.SUP_HEAD + "bias"])
+                    [original.SUP_HEAD + "kernel", original.SUP_HEAD + "bias"])
         stored = {}
         for section, keys in zip(SECTIONS, expected):
             stored.update(self._read_section(names, listed, section, keys))

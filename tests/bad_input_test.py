@@ -99,10 +99,11 @@ def _broken_files():
     gif = _encode(Image.fromarray(_rgb()).convert("P"), "GIF")
     bmp = _encode(Image.fromarray(_rgb()), "BMP")
     undecodable = "TF could not decode it"
+    unknown = "not a JPEG, PNG, GIF, BMP or WebP"
     return [
         ("empty.jpg", b"", "empty file"),
-        ("text.png", b"these are not the pixels you are looking for", "not a JPEG, PNG, GIF, BMP or WebP"),
-        ("random.jpg", RNG.integers(0, 256, 500, np.uint8).tobytes(), "not a JPEG, PNG, GIF, BMP or WebP"),
+        ("text.png", b"these are not the pixels you are looking for", unknown),
+        ("random.jpg", RNG.integers(0, 256, 500, np.uint8).tobytes(), unknown),
         ("cut.jpg", jpeg[: len(jpeg) // 2], undecodable),
         ("cut_trailer.jpg", _jpeg_with_a_trailer()[:300], undecodable),
         ("cut.png", png[: len(png) // 2], undecodable),
