@@ -62,19 +62,7 @@ class Options:
 
 
 def _median_time(fn: Callable[[], object], warmup: int, runs: int) -> float:
-    return statistics.median(call_times(fn, warmup, runs))
-
-
-def call_times(fn: Callable[[], object], warmup: int, runs: int) -> List[float]:
-    """Seconds of each of ``runs`` calls of ``fn`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+    return statistics.median(bench_step.call_times(fn, warmup, runs))
 
 
 def matmul_gflops(calls: int = 10, size: int = MATMUL_SIZE) -> float:

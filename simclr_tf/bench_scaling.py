@@ -22,7 +22,7 @@ from typing import Callable, Dict, List
 
 import tensorflow as tf
 
-from simclr_tf import bench  # bench imports this module only inside its functions
+from simclr_tf import bench_step
 from simclr_tf import losses
 
 BATCHES = (256, 512, 1024, 2048, 4096)
@@ -60,7 +60,7 @@ def measure_loss(batch: int, dim: int, temperature: float, runs: int) -> Dict[st
         return [loss] + tape.gradient(loss, [a, b])
 
     call = lambda: [t.numpy() for t in loss_and_grads(z1, z2)]  # noqa: E731
-    result = spread(bench.call_times(call, 1, runs), f"loss_{batch}")  # 1: trace, warm up
+    result = spread(bench_step.call_times(call, 1, runs), f"loss_{batch}")  # 1: trace, warm up
     result[f"loss_{batch}_peak_mib"] = peak_mib(call)
     return result
 

@@ -109,6 +109,18 @@ def figures(step: PreparedStep, times: List[float]) -> Dict[str, float]:
             "train_gflops": step.flops / seconds / 1e9, "step_gflop": step.flops / 1e9}
 
 
+def call_times(fn: Callable[[], object], warmup: int, runs: int) -> List[float]:
+    """Seconds of each of ``runs`` calls of ``fn`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def interleaved_times(steps: Dict[str, PreparedStep], warmup: int, rounds: int
                       ) -> Dict[str, List[float]]:
     """Seconds of each step's calls: ``warmup`` calls each, then ``rounds`` rounds of one
