@@ -79,9 +79,3 @@ def _prepare(run_cfg: config_lib.Config, before_run):
     os.makedirs(run_cfg.model_dir, exist_ok=True)
     if before_run:
         before_run(run_cfg)
-
-
-if __name__ == "__main__":  # the command's old spelling: python -m simclr_tf.demo
-    from simclr_tf.cli import demo as _program  # noqa: PLC0415
-
-    _program.run()

@@ -27,6 +27,7 @@ import tensorflow as tf
 from simclr_tf import checkpoints
 from simclr_tf import endpoints as ep
 from simclr_tf import metrics as metrics_lib
+from simclr_tf import rundir
 
 
 def distillation_loss(teacher_logits: tf.Tensor, student_logits: tf.Tensor,
@@ -125,7 +126,6 @@ def load_teacher(path: str, strategy: tf.distribute.Strategy) -> Teacher:
     checkpoint, else its newest export) or a checkpoint prefix, built from the run's
     flags.txt; loaded under ``strategy`` so that every replica holds it."""
     from simclr_tf import export as export_lib  # noqa: PLC0415
-    from simclr_tf.cli import flags as cli_flags  # noqa: PLC0415 (reads the run's flags.txt)
 
     prefix = bool(path) and tf.io.gfile.exists(path + ".index")  # a checkpoint's prefix
     if not path or not (prefix or tf.io.gfile.exists(path)):
@@ -136,12 +136,12 @@ def load_teacher(path: str, strategy: tf.distribute.Strategy) -> Teacher:
             return _export_teacher(path)
         has_checkpoint = prefix or (tf.io.gfile.isdir(path) and tf.train.latest_checkpoint(path))
         if has_checkpoint:
-            flagfile = cli_flags.checkpoint_run_flagfile(path)
+            flagfile = rundir.settings_file(path)
             if not flagfile:
                 raise ValueError(f"--teacher={path!r}: a checkpoint without its run's flags.txt "
                                  "(which says its architecture); give the run's folder or an "
                                  "export of it.")
-            return _checkpoint_teacher(path, cli_flags.from_flagfile(flagfile, "finetune"))
+            return _checkpoint_teacher(path, rundir.read_settings(flagfile))
         exports = export_lib.list_exports(path) if tf.io.gfile.isdir(path) else []
         if exports:
             return _export_teacher(exports[-1])

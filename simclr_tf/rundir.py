@@ -1,5 +1,7 @@
-"""One training run per model_dir: a lock file naming the host and pid that holds it; and
-the one check of every output folder a program is given (never a user's file).
+"""The run folder: one training run per model_dir (a lock file naming the host and pid that
+holds it); the run's settings, ``flags.txt`` (a flagfile that re-runs the same job, read back
+as the run's ``Config``); and the one check of every output folder a program is given (never
+a user's file).
 
 A second program that would write the same model_dir refuses with one line naming the
 first. A lock left behind by a process that died (SIGKILL, a crash, a preempted VM that
@@ -7,16 +9,82 @@ kept its disk) on this host is taken over with a warning. On a file system witho
 exclusive creation (``gs://`` and other remote paths) the check is best effort.
 """
 
+import dataclasses
 import json
 import os
 import socket
+import sys
 import time
+import typing
 from typing import Dict, Optional
 
 import tensorflow as tf
 from absl import logging
 
+from simclr_tf import config as config_lib
+
 LOCK_NAME = ".simclr_tf.lock"
+
+
+SETTINGS_FILE = "flags.txt"
+
+
+def write_settings(cfg: config_lib.Config, path: str):
+    """Writes ``cfg`` as a flagfile that re-runs the same job (``--name=value`` per field that
+    is not None), atomically."""
+    lines = [f"# {os.path.basename(sys.argv[0])} resolved flags; re-run with --flagfile=this"]
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        lines.append(f"--{field.name}={value}")
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def read_settings(path: str) -> config_lib.Config:
+    """The ``Config`` a run's flags.txt (``write_settings``) records. Raises ValueError, in
+    one line, on a line that is no setting of this version's runs."""
+    types = typing.get_type_hints(config_lib.Config)
+    values = {}
+    with tf.io.gfile.GFile(path) as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, equals, value = line[2:].partition("=")
+            if not (line.startswith("--") and equals and name in types):
+                raise ValueError(f"{path}, line {number}: {line!r} is not a setting of a run "
+                                 "(--name=value, a flag of the programs).")
+            values[name] = _typed(value, types[name], f"{path}, line {number}")
+    return config_lib.Config(**values)
+
+
+def _typed(value: str, kind, where: str):
+    if kind is bool:
+        if value.lower() not in ("true", "false"):
+            raise ValueError(f"{where}: {value!r} is not true or false.")
+        return value.lower() == "true"
+    try:
+        return kind(value) if kind in (int, float) else value
+    except ValueError:
+        raise ValueError(f"{where}: {value!r} is not a {kind.__name__}.") from None
+
+
+def settings_file(checkpoint: str) -> str:
+    """RUN/flags.txt for a checkpoint given as RUN, RUN/ckpt-N or RUN/saved_model/N; else
+    ""."""
+    path = checkpoint.rstrip("/")
+    run = path if tf.io.gfile.isdir(path) and not tf.io.gfile.exists(
+        os.path.join(path, "saved_model.pb")) else os.path.dirname(path)
+    if os.path.basename(run) == "saved_model":  # an export of the run
+        run = os.path.dirname(run)
+    settings = os.path.join(run, SETTINGS_FILE)
+    return settings if run and tf.io.gfile.exists(settings) else ""
 
 
 def output_folder(path: str, flag: str) -> str:

@@ -18,6 +18,7 @@ from simclr_tf import distill, optim, train
 from simclr_tf import endpoints as ep
 from simclr_tf import export as export_lib
 from simclr_tf import model as model_lib
+from simclr_tf import rundir
 from simclr_tf import step as step_lib
 from simclr_tf.cli import flags as cli_flags
 from simclr_tf.config import Config
@@ -88,7 +89,7 @@ def teacher_run(tmp_path_factory, tiny):
     cfg = tiny(path, train_mode="finetune", train_steps=60, train_batch_size=32,
                checkpoint_steps=60, learning_rate=0.3, keep_hub_module_max=1)
     summary = train.run(cfg)
-    cli_flags.write_flagfile(cfg, str(path / "flags.txt"))  # as the programs do
+    rundir.write_settings(cfg, str(path / "flags.txt"))  # as the programs do
     return path, summary
 
 

@@ -9,6 +9,7 @@ import sys
 import pytest
 from absl import flags
 
+from simclr_tf import rundir
 from simclr_tf.cli import flags as cli_flags
 from simclr_tf.config import Config
 from original_commands import ORIGINAL_FLAGS, README_CIFAR10, README_IMAGENET, argv_of
@@ -72,9 +73,18 @@ def test_resolved_flags_file_round_trips(tmp_path):
                  learning_rate=0.125, dataset="folder", data_dir="/data/x y",
                  checkpoint="/runs/a", use_blur=False, width_multiplier=0.25)
     path = str(tmp_path / "flags.txt")
-    cli_flags.write_flagfile(cfg, path)
+    rundir.write_settings(cfg, path)
     again = _parse([f"--flagfile={path}"], "finetune")
     assert dataclasses.asdict(again) == dataclasses.asdict(cfg)
+    # Read back without absl, as the library reads a run's settings (a teacher's, say).
+    assert dataclasses.asdict(rundir.read_settings(path)) == dataclasses.asdict(cfg)
+    with open(path, "a") as f:
+        f.write("--use_blur=maybe\n")
+    with pytest.raises(ValueError, match=r"flags.txt, line \d+: 'maybe' is not true or false"):
+        rundir.read_settings(path)
+    (tmp_path / "old.txt").write_text("--no_such_setting=1\n")
+    with pytest.raises(ValueError, match="'--no_such_setting=1' is not a setting of a run"):
+        rundir.read_settings(str(tmp_path / "old.txt"))
 
 
 def test_unknown_enum_value_is_rejected_by_name():
@@ -226,9 +236,9 @@ def test_finetune_takes_the_architecture_flags_not_given_from_the_checkpoints_ru
     run = tmp_path / "converted"
     (run / "saved_model" / "9").mkdir(parents=True)
     (run / "saved_model" / "9" / "saved_model.pb").write_bytes(b"")
-    cli_flags.write_flagfile(Config(model_dir=str(run), resnet_depth=101, width_multiplier=2,
-                                    sk_ratio=0.0625, proj_head_mode="none", image_size=32),
-                             str(run / "flags.txt"))
+    rundir.write_settings(Config(model_dir=str(run), resnet_depth=101, width_multiplier=2,
+                                 sk_ratio=0.0625, proj_head_mode="none", image_size=32),
+                          str(run / "flags.txt"))
     checkpoint = {"run": str(run), "prefix": str(run / "ckpt-9"),
                   "export": str(run / "saved_model" / "9")}[given]
     fv = flags.FlagValues()

@@ -36,12 +36,12 @@ def _check_picture(path, min_size):
 def run_dir(tiny, tmp_path_factory):
     """A tiny pretraining run with the kNN monitor, an export and its flags.txt."""
     from simclr_tf import train
-    from simclr_tf.cli import flags as cli_flags
+    from simclr_tf import rundir
 
     model_dir = tmp_path_factory.mktemp("vis") / "run"
     cfg = tiny(model_dir, knn_monitor=True, knn_bank_size=100, keep_hub_module_max=1,
                image_size=24, views_summary=True)
-    summary = train.run(cfg, on_start=lambda: cli_flags.write_flagfile(
+    summary = train.run(cfg, on_start=lambda: rundir.write_settings(
         cfg, os.path.join(str(model_dir), "flags.txt")))
     return model_dir, summary
 

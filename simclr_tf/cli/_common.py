@@ -16,14 +16,14 @@ def train_main(train_mode: str, prog: str, doc: str):
         cfg.validate()
         from simclr_tf import train  # late: keep --help and flag errors fast
 
-        from simclr_tf import checkpoints, evaluation
+        from simclr_tf import checkpoints, evaluation, rundir
 
         if cfg.mode == "eval":  # the original's evaluation job, beside a training job
             evaluation.evaluate_checkpoints(cfg)
             return
 
         def write_flags():  # under the lock: a refused second run leaves it alone
-            cli_flags.write_flagfile(cfg, os.path.join(cfg.model_dir, "flags.txt"))
+            rundir.write_settings(cfg, os.path.join(cfg.model_dir, rundir.SETTINGS_FILE))
 
         # --mode=train_then_eval: every run evaluates its final checkpoint when it has a
         # supervised head, as the original's train_then_eval did.

@@ -30,7 +30,9 @@ LINEAR_BATCH = flags.DEFINE_integer(
 
 
 def _write_flags(cfg):
-    cli_flags.write_flagfile(cfg, os.path.join(cfg.model_dir, "flags.txt"))
+    from simclr_tf import rundir  # noqa: PLC0415 (late: keep --help fast)
+
+    rundir.write_settings(cfg, os.path.join(cfg.model_dir, rundir.SETTINGS_FILE))
 
 
 def main(cfg, explicit):

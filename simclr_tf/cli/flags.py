@@ -128,24 +128,6 @@ def config_from_flags(flag_values: flags.FlagValues = FLAGS, **overrides
     return config_lib.Config(**values)
 
 
-def write_flagfile(cfg: config_lib.Config, path: str):
-    """Writes the resolved values as a flagfile that re-runs the same job."""
-    import tensorflow as tf  # late: keep --help fast
-
-    lines = [f"# {os.path.basename(sys.argv[0])} resolved flags; re-run with --flagfile=this"]
-    for field in dataclasses.fields(cfg):
-        value = getattr(cfg, field.name)
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        lines.append(f"--{field.name}={value}")
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 def from_flagfile(path: str, train_mode: str = "pretrain", **overrides) -> config_lib.Config:
     """The Config a program would run with ``--flagfile=path``, with ``overrides`` applied.
 
@@ -165,19 +147,6 @@ ARCHITECTURE = ("resnet_depth", "width_multiplier", "sk_ratio", "se_ratio", "ima
                 "proj_head_mode", "num_proj_layers", "proj_out_dim")
 
 
-def checkpoint_run_flagfile(checkpoint: str) -> str:
-    """RUN/flags.txt for a checkpoint given as RUN, RUN/ckpt-N or RUN/saved_model/N; else ""."""
-    import tensorflow as tf  # late: keep --help fast
-
-    path = checkpoint.rstrip("/")
-    run = path if tf.io.gfile.isdir(path) and not tf.io.gfile.exists(
-        os.path.join(path, "saved_model.pb")) else os.path.dirname(path)
-    if os.path.basename(run) == "saved_model":  # an export of the run
-        run = os.path.dirname(run)
-    flagfile = os.path.join(run, "flags.txt")
-    return flagfile if run and tf.io.gfile.exists(flagfile) else ""
-
-
 def adopt_checkpoint_architecture(prog: str, explicit: set,
                                   flag_values: flags.FlagValues = FLAGS):
     """Sets the ARCHITECTURE flags not on the command line itself (``explicit``) to those of
@@ -187,7 +156,9 @@ def adopt_checkpoint_architecture(prog: str, explicit: set,
     then fits any depth and width."""
     if not flag_values.checkpoint:
         return
-    flagfile = checkpoint_run_flagfile(flag_values.checkpoint)
+    from simclr_tf import rundir  # late: keep --help fast (it imports TensorFlow)
+
+    flagfile = rundir.settings_file(flag_values.checkpoint)
     if not flagfile:
         return
     run = from_flagfile(flagfile, train_mode="finetune")

@@ -34,10 +34,10 @@ def _model(cfg, explicit):
     import tensorflow as tf  # noqa: PLC0415 (late: keep --help and flag errors fast)
 
     from simclr_tf import export as export_lib  # noqa: PLC0415
-    from simclr_tf import transfer, visualize  # noqa: PLC0415
+    from simclr_tf import rundir, transfer, visualize  # noqa: PLC0415
 
     if cfg.hub_module:
-        run_flags = cli_flags.checkpoint_run_flagfile(cfg.hub_module)
+        run_flags = rundir.settings_file(cfg.hub_module)
         arch = cli_flags.from_flagfile(run_flags) if run_flags else None  # the export's run
         model, what = tf.saved_model.load(cfg.hub_module), f"export {cfg.hub_module}"
     else:

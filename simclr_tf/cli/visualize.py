@@ -35,7 +35,9 @@ def _settings(cfg, explicit: set):
     settings with the command line's flags on top."""
     if cfg.model_dir or not cfg.hub_module or "flagfile" in explicit:
         return cfg
-    run_flags = cli_flags.checkpoint_run_flagfile(cfg.hub_module)
+    from simclr_tf import rundir  # noqa: PLC0415 (late: keep --help fast)
+
+    run_flags = rundir.settings_file(cfg.hub_module)
     if not run_flags:
         return cfg
     print(f"simclr-visualize: using the settings of the export's run in {run_flags} (flags "
