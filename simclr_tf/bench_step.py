@@ -24,8 +24,8 @@ from simclr_tf import step as step_lib
 # steps before the fused single-replica batch norm, ``sync_bn`` forcing synchronised layers.
 VARIANTS = {
     "default": {},
-    "sync_bn_stock_convs": {"matmul_small_convs": False},  # the first step: neither change
-    "sync_bn_one_replica": {},  # the step before the fused batch norm on one replica
+    "sync_bn_stock_convs": {"matmul_small_convs": False},  # sync BN, TF's convolutions
+    "sync_bn_one_replica": {},  # synchronised batch norm on one replica
     "no_blur": {"use_blur": False},
     "momentum": {"optimizer": "momentum"},  # instead of LARS: the cost of its norms
     "xla": {"jit_compile": True},

@@ -173,7 +173,8 @@ class Config:
         "many (a TFDS split's first ones); 0 embeds the whole split every time.")
     views_summary: bool = _field(
         True, "Pretraining: a grid of augmented view pairs of 8 training images in TensorBoard "
-        "(model_dir/train, augmented_views) at step 0; 2-4 s of start-up on a CPU.")
+        "(model_dir/train, augmented_views) at step 0 (a few seconds of start-up on a CPU: "
+        "docs/monitoring.md).")
     knn_k: int = _field(200, "Neighbours that vote in the kNN monitor.")
     knn_temperature: float = _field(0.1, "A neighbour at cosine similarity s votes exp(s / "
                                     "this) in the kNN monitor.")

@@ -1,12 +1,12 @@
 """Training-mode batch norm (+ ReLU) on a CPU without oneDNN's batch-norm forward kernel.
 
-oneDNN's forward batch norm is slow when it may use AVX2 only (``bnorm_tbb_jit:avx2``: 20 ms
-where its AVX-512 kernel takes 3.5 ms and its own backward 5 ms, on [512, 28, 28, 16]).
-``batch_norm_train`` computes the same function another way: the per-channel sums as matmuls
-with a row of ones (shifted by a sample mean, so the variance does not cancel), then the
-normalisation as oneDNN's depthwise 1x1 convolution with bias and ReLU fused; its gradient is
-TF's training-mode batch-norm gradient (``FusedBatchNormGradV3``), whose kernel is fast. The
-layer asks a ``kernel_choice.KernelChooser`` per shape which way is faster on the machine.
+oneDNN's forward batch norm is slow when it may use AVX2 only (``bnorm_tbb_jit:avx2``, several
+times its AVX-512 kernel and its own backward: docs/performance.md). ``batch_norm_train``
+computes the same function another way: the per-channel sums as matmuls with a row of ones
+(shifted by a sample mean, so the variance does not cancel), then the normalisation as oneDNN's
+depthwise 1x1 convolution with bias and ReLU fused; its gradient is TF's training-mode
+batch-norm gradient (``FusedBatchNormGradV3``), whose kernel is fast. The layer asks a
+``kernel_choice.KernelChooser`` per shape which way is faster on the machine.
 """
 
 import dataclasses

@@ -67,8 +67,8 @@ class _Exportable(tf.__internal__.tracking.AutoTrackable):
 def _without_keras_traces():
     """Keras 2 adds to a SavedModel a trace of every layer's call (for
     ``tf_keras.models.load_model``); the export is read with ``tf.saved_model.load`` and
-    ``hub.KerasLayer``, which use the root's functions only, and the traces took 7 of every
-    9 s of an export of ResNet-18 (the same variables either way)."""
+    ``hub.KerasLayer``, which use the root's functions only, so the traces are left out: they
+    cost most of an export's time (docs/performance.md)."""
     try:
         from tf_keras.src.saving.legacy.saved_model import utils  # noqa: PLC0415
     except ImportError:  # another tf-keras layout: the export only takes longer

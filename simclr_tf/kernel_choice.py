@@ -1,13 +1,14 @@
 """Which of two equivalent kernels runs faster on this machine, per layer shape: measured once.
 
 Two layers of the ResNet have a second way to run on a CPU in float32, the same function up
-to float rounding, whose gain depends on the CPU (docs/performance.md):
+to float rounding, faster on some CPUs and shapes and slower on others (docs/performance.md
+has the figures):
 
 - a small 3x3 convolution (``convs.ConvShape``) as one matmul over its patches
-  (``convs.conv3x3_as_matmul``): 1.27x at 4 x 4 px on an AVX-512 Xeon, below 1x elsewhere;
+  (``convs.conv3x3_as_matmul``);
 - a training-mode batch norm + ReLU (``cpu_batch_norm.BatchNormShape``) on sums taken as
-  matmuls and a depthwise convolution (``cpu_batch_norm.batch_norm_train``): 1.7-2.8x when
-  oneDNN may use AVX2 only, 0.7-0.9x with AVX-512.
+  matmuls and a depthwise convolution (``cpu_batch_norm.batch_norm_train``), for CPUs where
+  oneDNN may use AVX2 only.
 
 A ``KernelChooser`` decides per shape: the first time a model traces a candidate layer, it
 times forward + gradients of the two ways at that shape, with the real batch, alternating them,

@@ -77,8 +77,9 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
     signal to any of them stops all of them at the same step, and they save it together.
     """
     cfg.validate()
-    if not strategies.is_chief():  # other workers write nothing into model_dir
-        return _run(cfg, strategy, on_end, stop_on_signals, source)
+    chief = strategies.is_chief()  # asked once: the rest of the run is told
+    if not chief:  # other workers write nothing into model_dir
+        return _run(cfg, strategy, on_end, stop_on_signals, source, chief)
     rundir.output_folder(cfg.model_dir, "model_dir")
     # One run per model_dir; under its lock, remove what interrupted writes left behind.
     with rundir.RunLock(cfg.model_dir):
@@ -89,7 +90,7 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
                   f"{cfg.model_dir}", flush=True)
         if on_start is not None:
             on_start()
-        return _run(cfg, strategy, on_end, stop_on_signals, source)
+        return _run(cfg, strategy, on_end, stop_on_signals, source, chief)
 
 
 @dataclasses.dataclass
@@ -104,21 +105,22 @@ class _Loop:
     controller: orbit.Controller
     write_dir: str  # model_dir on the chief; a private folder on other workers
     start_step: int
+    chief: bool  # this process writes checkpoints, summaries and exports
 
 
 def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
          on_end: Optional[Callable[[keras.Model], None]], stop_on_signals: bool,
-         source: Optional[sources.Source] = None) -> Dict[str, float]:
+         source: Optional[sources.Source], chief: bool) -> Dict[str, float]:
     strategy = strategy or strategies.from_config(cfg)
     num_replicas = strategy.num_replicas_in_sync
     data_lib.check_batch_divides(cfg.train_batch_size, num_replicas, "train_batch_size")
     data_lib.check_batch_divides(cfg.eval_batch_size, num_replicas, "eval_batch_size")
     inputs = build_inputs(cfg, strategy, source)
     with trainer_lib.quiet_orbit():  # orbit reports its restore: "resumed from" says it
-        loop = _build_loop(cfg, strategy, inputs)
+        loop = _build_loop(cfg, strategy, inputs, chief)
     _announce(cfg, inputs, loop, num_replicas)
     if (cfg.train_mode == "pretrain" and cfg.views_summary and loop.start_step == 0
-            and strategies.is_chief()):
+            and chief):
         visualize.views_summary(cfg, inputs.source, os.path.join(cfg.model_dir, "train"))
     with trainer_lib.quiet_orbit():
         eval_result = _fit(cfg, strategy, loop, stop_on_signals)
@@ -142,12 +144,13 @@ def _teacher(cfg: config_lib.Config, strategy: tf.distribute.Strategy,
     return teacher
 
 
-def _initialiser(cfg: config_lib.Config, model, optimizer) -> Optional[Callable[[], None]]:
+def _initialiser(cfg: config_lib.Config, model, optimizer, chief: bool
+                 ) -> Optional[Callable[[], None]]:
     """What fills a run without a checkpoint of its own: fine-tuning starts from
     --checkpoint (encoder and projection head only); a worker that is not the chief
     resumes from the chief's newest checkpoint (it saves into a private folder)."""
     latest = tf.train.latest_checkpoint(cfg.model_dir)
-    if not strategies.is_chief() and latest:
+    if not chief and latest:
         return lambda: checkpoints.restore_training(model, optimizer, latest)
     if cfg.checkpoint:
         return lambda: checkpoints.restore_pretrained(model, cfg.checkpoint)
@@ -157,8 +160,8 @@ def _initialiser(cfg: config_lib.Config, model, optimizer) -> Optional[Callable[
     return None
 
 
-def _build_loop(cfg: config_lib.Config, strategy: tf.distribute.Strategy, inputs: Inputs
-                ) -> _Loop:
+def _build_loop(cfg: config_lib.Config, strategy: tf.distribute.Strategy, inputs: Inputs,
+                chief: bool) -> _Loop:
     """The model, optimizer, step, trainer, evaluator and checkpoint manager, restored from
     the newest checkpoint in model_dir when there is one."""
     if cfg.deterministic:  # the same initial weights and the same op results every run
@@ -182,11 +185,10 @@ def _build_loop(cfg: config_lib.Config, strategy: tf.distribute.Strategy, inputs
         preemption.StopFlag(strategy, strategies.num_workers()),
         "contrast_acc" if pretraining else "teacher_agreement" if teacher else
         "supervised_acc")
-    chief = strategies.is_chief()
     write_dir = cfg.model_dir if chief else tempfile.mkdtemp(prefix="simclr_tf_worker_")
     manager = checkpoints.make_manager(
         model, optimizer, write_dir, cfg.keep_checkpoint_max, plan.checkpoint,
-        _initialiser(cfg, model, optimizer),
+        _initialiser(cfg, model, optimizer, chief),
         trainer.train_dataset if cfg.deterministic else None)
     evaluator = evaluation.during_training(strategy, model, inputs.eval_ds, inputs.knn_bank_ds,
                                            num_classes, cfg, optimizer.iterations)
@@ -197,7 +199,7 @@ def _build_loop(cfg: config_lib.Config, strategy: tf.distribute.Strategy, inputs
         summary_dir=os.path.join(cfg.model_dir, "train") if chief else None,
         eval_summary_dir=os.path.join(cfg.model_dir, "eval") if chief else None)
     return _Loop(model, optimizer, trainer, evaluator, manager, controller, write_dir,
-                 int(optimizer.iterations.numpy()))
+                 int(optimizer.iterations.numpy()), chief)
 
 
 def _announce(cfg: config_lib.Config, inputs: Inputs, loop: _Loop, num_replicas: int):
@@ -245,7 +247,7 @@ def _save_on_signal(cfg: config_lib.Config, loop: _Loop, error: Interrupted,
     error.signum = own or error.signum
     step = int(loop.optimizer.iterations.numpy())
     error.checkpoint = loop.manager.save_now(step)
-    chief = strategies.is_chief()
+    chief = loop.chief
     if not chief:
         tf.io.gfile.rmtree(loop.write_dir)
         error.checkpoint = os.path.join(cfg.model_dir, os.path.basename(error.checkpoint))
@@ -299,7 +301,7 @@ def _finish(cfg: config_lib.Config, inputs: Inputs, loop: _Loop, eval_result: Op
     summary.update(run_inputs.data_facts(cfg, inputs))
     if on_end is not None:
         on_end(loop.model)
-    if not strategies.is_chief():
+    if not loop.chief:
         tf.io.gfile.rmtree(loop.write_dir)
         return summary
     # Every run ends with a hub-style export of its final checkpoint (the original exported
