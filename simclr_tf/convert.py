@@ -163,12 +163,9 @@ def _savedmodel_in(folder: str) -> Optional[str]:
     for base in (folder, os.path.join(folder, "saved_model")):
         if tf.io.gfile.exists(os.path.join(base, "saved_model.pb")):
             return base
-        if tf.io.gfile.isdir(base):
-            steps = [int(n.rstrip("/")) for n in tf.io.gfile.listdir(base)
-                     if n.rstrip("/").isdigit() and tf.io.gfile.exists(
-                         os.path.join(base, n.rstrip("/"), "saved_model.pb"))]
-            if steps:
-                return os.path.join(base, str(max(steps)))
+        numbered = export_lib.numbered_savedmodels(base)
+        if numbered:
+            return numbered[-1]
     return None
 
 

@@ -27,6 +27,7 @@ from typing import Dict, List, Tuple
 
 import tensorflow as tf
 
+from simclr_tf import export as export_lib
 from simclr_tf import original_checkpoint as original
 from simclr_tf import resnet
 
@@ -169,16 +170,10 @@ def _structure(names: Dict[str, str]) -> Tuple[str, Tuple[int, ...], bool, int]:
 
 def _saved_nodes(path: str):
     """The object graph of ``path``'s saved_model.pb: its nodes, with kinds and names."""
-    from tensorflow.core.protobuf import saved_model_pb2  # noqa: PLC0415
-
-    proto = saved_model_pb2.SavedModel()
     try:
-        with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as f:
-            proto.ParseFromString(f.read())
-        return proto.meta_graphs[0].object_graph_def.nodes
-    except Exception as e:  # noqa: BLE001 (any parse failure is the same bad file)
-        raise ValueError(f"{path}/saved_model.pb cannot be read ({type(e).__name__}): "
-                         f"expected {WANTED}.") from None
+        return export_lib.saved_object_graph(path)
+    except ValueError as e:
+        raise ValueError(f"{e}: expected {WANTED}.") from None
 
 
 def _node_at(nodes, path: str):

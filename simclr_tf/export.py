@@ -104,20 +104,30 @@ def export_model(model, export_dir: str) -> str:
     return export_dir
 
 
+def saved_object_graph(path: str):
+    """The objects of the SavedModel at ``path`` (``saved_model.pb``'s object graph: nodes
+    with their kinds, names and children); ValueError naming the file when it cannot be
+    read."""
+    from tensorflow.core.protobuf import saved_model_pb2  # noqa: PLC0415
+
+    proto = saved_model_pb2.SavedModel()
+    try:
+        with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as f:
+            proto.ParseFromString(f.read())
+        return proto.meta_graphs[0].object_graph_def.nodes
+    except Exception as e:  # noqa: BLE001 (any parse failure is the same bad file)
+        raise ValueError(f"{path}/saved_model.pb cannot be read ({type(e).__name__})") \
+            from None
+
+
 def is_export(path: str) -> bool:
     """Whether ``path`` holds a SavedModel that ``export_model`` wrote (its root holds the
     model and the ``serve`` function)."""
-    from tensorflow.core.protobuf import saved_model_pb2  # noqa: PLC0415
-
-    pb = os.path.join(path, "saved_model.pb")
-    if not tf.io.gfile.exists(pb):
+    if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         return False
-    proto = saved_model_pb2.SavedModel()
     try:
-        with tf.io.gfile.GFile(pb, "rb") as f:
-            proto.ParseFromString(f.read())
-        root = proto.meta_graphs[0].object_graph_def.nodes[0]
-    except Exception:  # noqa: BLE001 (unreadable: not ours to replace)
+        root = saved_object_graph(path)[0]
+    except ValueError:  # unreadable: not ours to replace
         return False
     return {"model", "serve"} <= {c.local_name for c in root.children}
 
@@ -162,7 +172,11 @@ def remove_partial_exports(model_dir: str) -> int:
 
 def list_exports(model_dir: str) -> List[str]:
     """The complete exports under ``model_dir/saved_model/<step>``, oldest first."""
-    root = os.path.join(model_dir, EXPORTS_SUBDIR)
+    return numbered_savedmodels(os.path.join(model_dir, EXPORTS_SUBDIR))
+
+
+def numbered_savedmodels(root: str) -> List[str]:
+    """The complete SavedModels ``root/<step>`` (holding saved_model.pb), oldest first."""
     if not tf.io.gfile.isdir(root):
         return []
     steps = sorted(int(n.rstrip("/")) for n in tf.io.gfile.listdir(root)

@@ -16,6 +16,8 @@ import simclr_tf  # noqa: F401
 from simclr_tf import augment, checkpoints, data, evaluation, folder, train
 from simclr_tf.cli import _common
 
+from conftest import built_tiny_model
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RNG = np.random.default_rng(0)
 
@@ -275,11 +277,7 @@ def test_model_dir_that_cannot_be_written(tiny, tmp_path):
 
 def test_export_given_the_wrong_channel_count_says_so(tmp_path):
     from simclr_tf import export as export_lib
-    from simclr_tf import model as model_lib
-    model = model_lib.build_model(resnet_depth=18, width_multiplier=0.25, image_size=16,
-                                  proj_head_mode="nonlinear", num_proj_layers=2,
-                                  proj_out_dim=16)
-    model(tf.zeros([1, 16, 16, 3]), training=False)
+    model = built_tiny_model()
     path = export_lib.export_model(model, str(tmp_path / "export"))
     loaded = tf.saved_model.load(path)
     with pytest.raises((ValueError, tf.errors.InvalidArgumentError),
@@ -348,7 +346,6 @@ def test_savedmodels_that_are_not_the_original_s_are_named_in_one_line(
 def test_outputs_never_replace_a_user_s_file_or_folder(original_r18_savedmodel, tmp_path):
     from simclr_tf import convert
     from simclr_tf import export as export_lib
-    from simclr_tf import model as model_lib
     from simclr_tf.config import Config
     precious = tmp_path / "notes.txt"
     precious.write_text("a user's file")
@@ -375,10 +372,7 @@ def test_outputs_never_replace_a_user_s_file_or_folder(original_r18_savedmodel, 
         assert proc.returncode == 2 and last.startswith(f"simclr-{prog}: error: ") and \
             message in last, err[-2000:]
     # The library: an export replaces only an export of its own.
-    model = model_lib.build_model(resnet_depth=18, width_multiplier=0.25, image_size=16,
-                                  proj_head_mode="nonlinear", num_proj_layers=1,
-                                  proj_out_dim=8)
-    model(tf.zeros([1, 16, 16, 3]), training=False)
+    model = built_tiny_model()
     for target in (precious, mine, original):  # the original's SavedModel is not ours
         with pytest.raises(ValueError, match="is a file|is not an export of simclr_tf"):
             export_lib.export_model(model, str(target))

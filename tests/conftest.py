@@ -76,3 +76,14 @@ def original_r18_savedmodel(tmp_path_factory):
     path, values, model = original_structure.write_savedmodel(folder, listing, scale, arch,
                                                               seed=3)
     return folder, path, values, model
+
+
+def built_tiny_model(num_proj_layers=2, proj_out_dim=16):
+    """A ResNet-18 x0.25 SimCLR model for 16 px images, every variable created."""
+    from simclr_tf import model as model_lib  # noqa: PLC0415 (after the device set-up above)
+
+    model = model_lib.build_model(resnet_depth=18, width_multiplier=0.25, image_size=16,
+                                  proj_head_mode="nonlinear", num_proj_layers=num_proj_layers,
+                                  proj_out_dim=proj_out_dim)
+    model(tf.zeros([1, 16, 16, 3]), training=False)
+    return model

@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import numpy as np
-import tensorflow as tf
 
 import simclr_tf  # noqa: F401
 from simclr_tf import export as export_lib
-from simclr_tf import model as model_lib
+
+from conftest import built_tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,10 +49,7 @@ print(json.dumps(report))
 
 
 def test_a_keras_3_program_fine_tunes_an_export_with_adam(tmp_path):
-    model = model_lib.build_model(resnet_depth=18, width_multiplier=0.25, image_size=16,
-                                  proj_head_mode="nonlinear", num_proj_layers=2,
-                                  proj_out_dim=8)
-    model(tf.zeros([1, 16, 16, 3]), training=False)
+    model = built_tiny_model()
     path = export_lib.export_model(model, str(tmp_path / "export"))
     images = np.random.default_rng(0).uniform(size=[16, 16, 16, 3]).astype(np.float32)
     np.save(tmp_path / "images.npy", images)
