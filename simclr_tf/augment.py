@@ -347,3 +347,19 @@ def batch_random_blur(images: tf.Tensor, p: float = 0.5, seed=None,
     out = tf.where(tf.reshape(coins, [-1, 1, 1, 1]), blurred, images)
     return tf.clip_by_value(out, 0.0, 1.0)
 
+
+def blur_views(images: tf.Tensor, seed: int, step: tf.Tensor, num_replicas: int) -> tf.Tensor:
+    """The on-device Gaussian blur of the two views stacked on channels ``[B, H, W, 6]``.
+
+    Per image, an independent sigma and coin; its draws are a function of (seed, step,
+    position in the global batch), so a step blurs the same images the same way on any
+    number of replicas. Call it in a replica context."""
+    ctx = tf.distribute.get_replica_context()
+    local = tf.shape(images)[0]
+    offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * local
+    step_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+    views = tf.split(images, 2, axis=-1)
+    seeds = tf.unstack(tf.random.experimental.stateless_split(step_seed, 2))
+    return tf.concat([batch_random_blur(v, seed=s, offset=offset,
+                                        global_batch=local * num_replicas)
+                      for v, s in zip(views, seeds)], axis=-1)

@@ -19,8 +19,8 @@ from simclr_tf import data as data_lib
 from simclr_tf import endpoints as ep
 from simclr_tf import knn
 from simclr_tf import model as model_lib
-from simclr_tf import optim
 from simclr_tf import sources
+from simclr_tf import step_plan
 from simclr_tf import strategies
 
 
@@ -151,7 +151,7 @@ def evaluate_checkpoints(cfg: config_lib.Config, timeout: Optional[float] = None
     cfg.validate()
     source = data_lib.get_source(cfg.dataset, cfg.data_dir, seed=cfg.seed,
                                  folder_labels=cfg.folder_labels)
-    total = optim.plan_steps(cfg, source.num_examples(cfg.train_split)).total
+    total = step_plan.plan_steps(cfg, source.num_examples(cfg.train_split)).total
     print(f"eval: waiting for the checkpoints of {cfg.model_dir} (up to step {total})",
           flush=True)
     scorer, result = None, {}

@@ -10,8 +10,8 @@ from simclr_tf import config as config_lib
 from simclr_tf import data as data_lib
 from simclr_tf import folder
 from simclr_tf import knn as knn_lib
-from simclr_tf import optim
 from simclr_tf import sources
+from simclr_tf import step_plan
 from simclr_tf import subsets
 
 
@@ -20,7 +20,7 @@ class Inputs:
     """What the run reads: its source (label subset applied), step counts and datasets."""
 
     source: sources.Source
-    plan: optim.StepPlan
+    plan: step_plan.StepPlan
     train_ds: tf.distribute.DistributedDataset
     eval_ds: Optional[tf.distribute.DistributedDataset]  # None: nothing evaluates
     label_counts: Dict  # labelled examples per class; {} when every one is used
@@ -34,7 +34,7 @@ def build_inputs(cfg: config_lib.Config, strategy: tf.distribute.Strategy,
     subset applied) and step plan, the training input and the eval input (each replica's
     share, as ``strategy`` distributes them)."""
     source, with_head, label_counts = training_source(cfg, source)
-    plan = optim.plan_steps(cfg, source.num_examples(cfg.train_split))
+    plan = step_plan.plan_steps(cfg, source.num_examples(cfg.train_split))
     mode = "pretrain" if cfg.train_mode == "pretrain" else "finetune"
     train_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data_lib.build_dataset(

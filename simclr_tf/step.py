@@ -67,23 +67,6 @@ def compute_losses(outputs: Dict[str, tf.Tensor], labels: tf.Tensor, cfg,
     return loss, metrics
 
 
-def blur_views(images: tf.Tensor, seed: int, step: tf.Tensor, num_replicas: int) -> tf.Tensor:
-    """The on-device Gaussian blur of the two views stacked on channels ``[B, H, W, 6]``.
-
-    Per image, an independent sigma and coin; its draws are a function of (seed, step,
-    position in the global batch), so a step blurs the same images the same way on any
-    number of replicas. Call it in a replica context."""
-    ctx = tf.distribute.get_replica_context()
-    local = tf.shape(images)[0]
-    offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * local
-    step_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
-    views = tf.split(images, 2, axis=-1)
-    seeds = tf.unstack(tf.random.experimental.stateless_split(step_seed, 2))
-    return tf.concat([augment.batch_random_blur(v, seed=s, offset=offset,
-                                                global_batch=local * num_replicas)
-                      for v, s in zip(views, seeds)], axis=-1)
-
-
 def make_replica_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, cfg,
                       num_replicas: int, teacher: Optional[distill.Teacher] = None
                       ) -> Callable:
@@ -97,7 +80,7 @@ def make_replica_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
     def replica_step(inputs):
         images, labels = inputs
         if blur:
-            images = blur_views(images, cfg.seed, optimizer.iterations, num_replicas)
+            images = augment.blur_views(images, cfg.seed, optimizer.iterations, num_replicas)
         teacher_logits = teacher.logits(images) if teacher is not None else None
         variables = model.trainable_variables
         with tf.GradientTape() as tape:

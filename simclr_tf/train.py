@@ -36,7 +36,7 @@ from simclr_tf import sources
 from simclr_tf import step as step_lib
 from simclr_tf import strategies
 from simclr_tf import trainer as trainer_lib
-from simclr_tf import visualize
+from simclr_tf import view_pairs as views_lib
 from simclr_tf.run_inputs import Inputs, build_inputs
 from simclr_tf.trainer import Interrupted, NonFiniteLossError  # noqa: F401 (the API's names)
 
@@ -121,7 +121,7 @@ def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
     _announce(cfg, inputs, loop, num_replicas)
     if (cfg.train_mode == "pretrain" and cfg.views_summary and loop.start_step == 0
             and chief):
-        visualize.views_summary(cfg, inputs.source, os.path.join(cfg.model_dir, "train"))
+        views_lib.views_summary(cfg, inputs.source, os.path.join(cfg.model_dir, "train"))
     with trainer_lib.quiet_orbit():
         eval_result = _fit(cfg, strategy, loop, stop_on_signals)
     return _finish(cfg, inputs, loop, eval_result, on_end)

@@ -19,6 +19,7 @@ from absl import logging
 
 from simclr_tf import optim
 from simclr_tf import preemption
+from simclr_tf import step_plan
 
 
 class NonFiniteLossError(RuntimeError):
@@ -42,7 +43,7 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def progress_line(step: int, plan: optim.StepPlan, logs: Dict[str, float], main_metric: str,
+def progress_line(step: int, plan: step_plan.StepPlan, logs: Dict[str, float], main_metric: str,
                   examples_per_sec: float) -> str:
     """``step 40/100 | epoch 0.80 | loss 4.1234 | contrast_acc 0.250 | 512.0 examples/s |
     ETA 0:01:02``: one line per loop."""
@@ -90,7 +91,7 @@ class Trainer(orbit.StandardTrainer):
 
     def __init__(self, strategy: tf.distribute.Strategy, replica_step: Callable,
                  optimizer: keras.optimizers.Optimizer, metric_names: List[str], dataset,
-                 plan: optim.StepPlan, stop: preemption.StopFlag, main_metric: str):
+                 plan: step_plan.StepPlan, stop: preemption.StopFlag, main_metric: str):
         self.strategy, self.replica_step, self.optimizer = strategy, replica_step, optimizer
         self.plan, self.stop, self.main_metric = plan, stop, main_metric
         with strategy.scope():

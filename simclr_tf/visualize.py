@@ -9,9 +9,8 @@
   top-1, learning rate, ...), training and evaluation.
 
 Views need only the data flags, embedding and retrieval a model (a run's newest checkpoint or
-an export), curves a run's summaries. ``views_summary`` puts a grid of views into TensorBoard
-at the start of a pretraining run (without loading matplotlib: ``pictures`` is imported by
-the functions that draw).
+an export), curves a run's summaries (``pictures`` is imported by the functions that draw,
+so reading needs no matplotlib).
 """
 
 import dataclasses
@@ -22,13 +21,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from simclr_tf import augment
 from simclr_tf import config as config_lib
 from simclr_tf import data as data_lib
 from simclr_tf import endpoints as ep
 from simclr_tf import knn
 from simclr_tf import sources
-from simclr_tf import step as step_lib
+from simclr_tf import view_pairs as views_lib
 
 # The curves drawn, those a run has, in this order, at most MAX_CURVES (a pretraining run:
 # the first six; a fine-tuning run: top-1, accuracy, learning rate, loss, top-5).
@@ -50,40 +48,6 @@ class Options:
     num_queries: int = 6
     num_neighbours: int = 6
     split: Optional[str] = None  # default: the run's eval split
-
-
-def view_pairs(cfg: config_lib.Config, source: sources.Source, num_images: int,
-               num_pairs: int) -> Tuple[List[np.ndarray], np.ndarray]:
-    """The first ``num_images`` training images (float [H, W, 3]) and ``num_pairs`` pairs of
-    views of each, [n, pairs, 2, S, S, 3], from the pretraining pipeline of ``cfg`` (a seed per
-    pair; blurred on the device as the step does when ``cfg.use_blur``)."""
-    images = [image for image, _ in source.read(cfg.train_split).take(num_images)]
-    originals = [augment.to_float(image).numpy() for image in images]
-    # The pipeline's own map of an example to its two views, applied to these very images
-    # (the training input would shuffle a folder's files).
-    two_views = data_lib.pretrain_map(cfg.image_size, cfg.color_jitter_strength,
-                                      cfg.color_jitter_impl, xla=False)
-    pairs = []
-    for p in range(num_pairs):
-        images_p = tf.stack([
-            two_views(image, 0, seed=tf.constant([cfg.seed * 1000 + p, i], tf.int64))[0]
-            for i, image in enumerate(images)])
-        if cfg.use_blur:
-            images_p = step_lib.blur_views(images_p, cfg.seed + p, tf.constant(0), 1)
-        pairs.append(tf.stack(tf.split(images_p, 2, axis=-1), axis=1).numpy())
-    return originals, np.stack(pairs, axis=1)
-
-
-def views_summary(cfg: config_lib.Config, source: sources.Source, summary_dir: str,
-                  num_images: int = 8):
-    """An image summary ``augmented_views`` at step 0 in ``summary_dir``: one pair of views
-    of each of ``num_images`` training images (a column each; first view above)."""
-    _, views = view_pairs(cfg, source, num_images, 1)  # [n, 1, 2, S, S, 3]
-    n, size = views.shape[0], views.shape[3]
-    grid = views[:, 0].transpose(1, 2, 0, 3, 4).reshape(2 * size, n * size, 3)
-    with tf.summary.create_file_writer(summary_dir).as_default():
-        tf.summary.image("augmented_views", grid[None], step=0,
-                         description=f"pairs of views of {n} training images")
 
 
 def embed(features_of: Callable[[tf.Tensor], tf.Tensor], source: sources.Source, split: str,
@@ -138,7 +102,7 @@ def draw(output_dir: str, cfg: config_lib.Config, source: sources.Source,
 
     tf.io.gfile.makedirs(output_dir)
     written = []
-    originals, views = view_pairs(cfg, source, options.num_images, options.num_pairs)
+    originals, views = views_lib.view_pairs(cfg, source, options.num_images, options.num_pairs)
     written.append(pictures.views_png(
         os.path.join(output_dir, "views.png"), originals, views,
         f"{source.info.name}: views at {cfg.image_size} px, colour strength "

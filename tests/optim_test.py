@@ -9,18 +9,19 @@ import tf_keras as keras
 
 import simclr_tf  # noqa: F401
 from simclr_tf import optim
+from simclr_tf import step_plan
 
 
 def test_worked_step_counts_from_spec():
     # ImageNet: N = 1,281,167, B = 4096, 100 epochs, 10 warm-up epochs.
-    assert optim.total_train_steps(1_281_167, 4096, 100) == 31_279
-    assert optim.epochs_to_steps(10, 1_281_167, 4096) == 3_127
+    assert step_plan.total_train_steps(1_281_167, 4096, 100) == 31_279
+    assert step_plan.epochs_to_steps(10, 1_281_167, 4096) == 3_127
     # CIFAR-10: N = 50,000, B = 512, 1000 epochs.
-    assert optim.total_train_steps(50_000, 512, 1000) == 97_657
-    assert optim.epochs_to_steps(10, 50_000, 512) == 976
-    assert optim.total_train_steps(None, 512, 1000, train_steps=123) == 123
+    assert step_plan.total_train_steps(50_000, 512, 1000) == 97_657
+    assert step_plan.epochs_to_steps(10, 50_000, 512) == 976
+    assert step_plan.total_train_steps(None, 512, 1000, train_steps=123) == 123
     with pytest.raises(ValueError, match="train_steps"):
-        optim.total_train_steps(None, 512, 100)
+        step_plan.total_train_steps(None, 512, 100)
 
 
 def test_learning_rate_scaling():

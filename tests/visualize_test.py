@@ -13,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from simclr_tf import pictures
+from simclr_tf import view_pairs as views_lib
 from simclr_tf import visualize
 
 PICTURES = ("views.png", "embedding.png", "retrieval.png", "curves.png")
@@ -132,7 +133,7 @@ def test_the_views_are_of_the_originals_beside_them(tmp_path):
             Image.new("RGB", (20 + i, 18), colour).save(tmp_path / c / f"{i}.png")
     cfg = Config(model_dir=str(tmp_path), dataset="folder", data_dir=str(tmp_path),
                  image_size=8, color_jitter_strength=0.0, use_blur=False, seed=1)
-    originals, views = visualize.view_pairs(cfg, folder.FolderSource(str(tmp_path), seed=1),
+    originals, views = views_lib.view_pairs(cfg, folder.FolderSource(str(tmp_path), seed=1),
                                             num_images=5, num_pairs=3)
     for original, row in zip(originals, views):
         colour = original.reshape(-1, 3).mean(0)
