@@ -5,7 +5,7 @@ Not part of the package; run from the repository:
     .venv/bin/python benchmarks/profile_step.py --width=0.25 --size=28 --batch=256
     .venv/bin/python benchmarks/profile_step.py --width=0.25 --size=28 --batch=256 --isa=avx2
 
-It builds simclr-bench's step (``bench_step.prepare_step``: the training program's step on a
+It builds simclr-bench's step (``step_variants.prepare_step``: the training program's step on a
 fixed batch of random views, ResNet-18 with the CIFAR stem for 32 px and below), runs it with
 one inter-op thread so that ops run one after another and their times add up to the step,
 profiles ``--steps`` steps after warm-up and prints per op type the milliseconds per step and
@@ -63,13 +63,14 @@ def profile(width: float, size: int, batch: int, steps: int) -> None:
 
     tf.config.threading.set_inter_op_parallelism_threads(1)
     sys.path.insert(0, ROOT)
-    from simclr_tf import bench_step, strategies  # noqa: PLC0415
-    from simclr_tf import config as config_lib  # noqa: PLC0415
+    from simclr_tf.bench import step_variants
+    from simclr_tf.runs import strategies  # noqa: PLC0415
+    from simclr_tf.core import config as config_lib  # noqa: PLC0415
 
     cfg = config_lib.Config(train_mode="pretrain", resnet_depth=18, width_multiplier=width,
                             image_size=size, train_batch_size=batch, num_proj_layers=3,
                             temperature=0.5, model_dir="<unused>").validate()
-    step = bench_step.prepare_step(cfg, strategies.from_config(cfg), 1)
+    step = step_variants.prepare_step(cfg, strategies.from_config(cfg), 1)
     for _ in range(3):
         step.call()
     logdir = tempfile.mkdtemp(prefix="profile_step.")

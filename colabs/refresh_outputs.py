@@ -1,7 +1,7 @@
 """Runs every notebook in colabs/ and stores it with its outputs (text and pictures), so it
 can be read without running it: `make notebooks` (offline, on the CPU; a few minutes).
 
-The tests execute the same notebooks (tests/colabs_test.py) without writing them back.
+The tests execute the same notebooks (tests/cli/colabs_test.py) without writing them back.
 """
 
 import os

@@ -41,7 +41,7 @@ TINY = dict(dataset="shapes", image_size=16, resnet_depth=18, width_multiplier=0
 @pytest.fixture(scope="session")
 def tiny():
     """``tiny(model_dir, **overrides)``: the tiny run's ``Config`` in ``model_dir``."""
-    from simclr_tf.config import Config  # noqa: PLC0415 (after the device set-up above)
+    from simclr_tf.core.config import Config  # noqa: PLC0415 (after the device set-up above)
 
     def make(model_dir, **overrides):
         return Config(**dict(TINY, model_dir=str(model_dir), **overrides))
@@ -80,7 +80,7 @@ def original_r18_savedmodel(tmp_path_factory):
 
 def built_tiny_model(num_proj_layers=2, proj_out_dim=16):
     """A ResNet-18 x0.25 SimCLR model for 16 px images, every variable created."""
-    from simclr_tf import model as model_lib  # noqa: PLC0415 (after the device set-up above)
+    from simclr_tf.models import simclr_model as model_lib  # noqa: PLC0415 (after the device set-up above)
 
     model = model_lib.build_model(resnet_depth=18, width_multiplier=0.25, image_size=16,
                                   proj_head_mode="nonlinear", num_proj_layers=num_proj_layers,

@@ -13,10 +13,10 @@ import runpy
 import sys
 import time
 
-import simclr_tf  # noqa: F401
 import tensorflow as tf
 
-from simclr_tf import checkpoints
+import simclr_tf  # noqa: F401
+from simclr_tf.runs import checkpoints
 
 
 def _checkpoint_fault(kind, value):

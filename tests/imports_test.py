@@ -1,6 +1,7 @@
 """The package's import rules, read from the source (an AST walk, imports inside functions
-included): nothing outside ``cli/`` imports the command-line layer, and no module reaches
-itself through its imports."""
+included): each wing imports only the wings below it (``WINGS``, as docs/architecture.md
+draws them), ``core`` imports no TensorFlow, nothing outside ``cli/`` imports the
+command-line layer, and no module reaches itself through its imports."""
 
 import ast
 import os
@@ -34,6 +35,28 @@ def _imports(path, modules):
     return {t for t in targets if t in modules and t != "simclr_tf"}
 
 
+# Each wing and the wings it may import (besides itself): the layers of docs/architecture.md.
+_BELOW_RUNS = {"core", "data", "models", "runs"}
+WINGS = {
+    "core": set(),
+    "data": {"core"},
+    "models": {"core"},
+    "runs": {"core", "data", "models"},
+    "interop": {"core", "data", "models", "runs"},
+    "evaluation": _BELOW_RUNS,
+    "training": _BELOW_RUNS | {"evaluation"},
+    "tools": _BELOW_RUNS | {"evaluation", "training"},
+    "bench": _BELOW_RUNS | {"evaluation", "training"},
+    "cli": _BELOW_RUNS | {"interop", "evaluation", "training", "tools", "bench"},
+}
+
+
+def _wing(module):
+    """The wing of ``simclr_tf.<wing>.<module>`` (None for the package's own __init__)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
 def _graph():
     modules = _modules()
     return {name: _imports(path, modules) for name, path in modules.items()}
@@ -43,6 +66,33 @@ def test_nothing_outside_cli_imports_it():
     offenders = {name: sorted(t for t in targets if t.startswith("simclr_tf.cli"))
                  for name, targets in _graph().items() if not name.startswith("simclr_tf.cli")}
     assert {n: t for n, t in offenders.items() if t} == {}
+
+
+def test_every_module_lives_in_a_wing():
+    loose = sorted(m for m in _modules() if _wing(m) not in WINGS and m != "simclr_tf")
+    assert loose == []
+
+
+def test_each_wing_imports_only_the_wings_below_it():
+    offenders = sorted(f"{name} imports {target}" for name, targets in _graph().items()
+                       for target in targets
+                       if _wing(name) in WINGS and _wing(target) != _wing(name)
+                       and _wing(target) not in WINGS[_wing(name)])
+    assert offenders == []
+
+
+def test_core_needs_no_tensorflow():
+    modules = _modules()
+    heavy = {}
+    for name, path in modules.items():
+        if _wing(name) == "core":
+            tree = ast.parse(open(path).read())
+            found = {alias.name.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, (ast.Import, ast.ImportFrom))
+                     for alias in (node.names if isinstance(node, ast.Import)
+                                   else [ast.alias(node.module or "")])}
+            heavy[name] = sorted(found & {"tensorflow", "tf_keras", "keras", "numpy"})
+    assert heavy and all(not found for found in heavy.values()), heavy
 
 
 def test_no_import_circles():
@@ -65,5 +115,5 @@ def test_no_import_circles():
 
 def test_the_walk_sees_imports_inside_functions():
     graph = _graph()  # the rule tests above are only as good as this reading
-    assert "simclr_tf.bench_scaling" in graph["simclr_tf.bench"]  # imported inside a function
-    assert "simclr_tf.config" in graph["simclr_tf.cli.flags"]
+    assert "simclr_tf.bench.loss_scaling" in graph["simclr_tf.bench.suite"]  # inside a function
+    assert "simclr_tf.core.config" in graph["simclr_tf.cli.flags"]

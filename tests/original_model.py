@@ -1,7 +1,7 @@
 """The original SimCLR tf2 code's models, for the conversion tests, without that code.
 
 ``write_checkpoint`` writes a training checkpoint with exactly the keys and shapes the
-original writes (read from ``tests/data/original_layouts``), filled with seeded values.
+original writes (read from ``tests/fixtures/original_layouts``), filled with seeded values.
 ``forward`` is an independent inference-mode forward pass over such values, written from the
 original's definition (ResNet v1.5 with fixed padding, batch norm + ReLU after each
 convolution but the last of a block, projection shortcuts, the SK block, the heads).
@@ -13,7 +13,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-LAYOUTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "original_layouts")
+LAYOUTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "original_layouts")
 VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 EPSILON = 1e-5
 R = "model/resnet_model/"

@@ -8,7 +8,7 @@ in instead of read from flags: the same Keras layer classes (their class names g
 variables' Keras names), the same attributes and lists, created in the same order, and the
 root object ``build_saved_model`` exports (``model`` and ``trainable_variables_list``). The
 tests check what it writes against the listings measured by running the original
-(``tests/data/original_layouts``): the training checkpoint's keys, the SavedModel's keys and
+(``tests/fixtures/original_layouts``): the training checkpoint's keys, the SavedModel's keys and
 each SavedModel position's Keras name, key for key.
 
 The layers compute the original's inference-mode forward pass (batch norm from its moving
@@ -18,8 +18,8 @@ independent one.
 
 import os
 
-import tf_keras as keras
 import tensorflow as tf
+import tf_keras as keras
 
 EPSILON = 1e-5
 BLOCKS = {18: ("basic", (2, 2, 2, 2)), 50: ("bottleneck", (3, 4, 6, 3))}

@@ -1,4 +1,5 @@
-"""Thin absl entry points: the only code in the package that reads flags."""
+"""The programs (simclr-pretrain, simclr-eval, ...): thin absl entry points, the only code
+in the package that reads flags. Imports any wing; nothing outside cli/ imports it."""
 
 import os
 

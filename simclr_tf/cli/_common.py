@@ -14,16 +14,16 @@ def train_main(train_mode: str, prog: str, doc: str):
             raise ValueError(f"{prog} runs --train_mode={train_mode}; got "
                              f"--train_mode={cfg.train_mode} (use simclr-{cfg.train_mode}).")
         cfg.validate()
-        from simclr_tf import train  # late: keep --help and flag errors fast
-
-        from simclr_tf import checkpoints, evaluation, rundir
+        from simclr_tf.evaluation import supervised as evaluation
+        from simclr_tf.runs import checkpoints, run_folder
+        from simclr_tf.training import train  # late: keep --help and flag errors fast
 
         if cfg.mode == "eval":  # the original's evaluation job, beside a training job
             evaluation.evaluate_checkpoints(cfg)
             return
 
         def write_flags():  # under the lock: a refused second run leaves it alone
-            rundir.write_settings(cfg, os.path.join(cfg.model_dir, rundir.SETTINGS_FILE))
+            run_folder.write_settings(cfg, os.path.join(cfg.model_dir, run_folder.SETTINGS_FILE))
 
         # --mode=train_then_eval: every run evaluates its final checkpoint when it has a
         # supervised head, as the original's train_then_eval did.

@@ -66,9 +66,9 @@ def _batches(values) -> tuple:
 
 def main(cfg, explicit):
     del explicit
-    from simclr_tf import bench  # late: keep --help and flag errors fast
+    from simclr_tf.bench import suite  # late: keep --help and flag errors fast
 
-    options = bench.Options(
+    options = suite.Options(
         timed_runs=FLAGS.timed_runs, steps_per_run=FLAGS.steps_per_run,
         matmul_calls=FLAGS.matmul_calls, input_seconds=FLAGS.input_seconds,
         eval_seconds=FLAGS.eval_seconds, source_height=FLAGS.source_height,
@@ -82,14 +82,14 @@ def main(cfg, explicit):
         if getattr(FLAGS, name) < 1:
             raise ValueError(f"--{name}={getattr(FLAGS, name)} must be >= 1.")
     report = (lambda _: None) if FLAGS.json else (lambda s: print(s, flush=True))
-    from simclr_tf import bench_repeat  # noqa: PLC0415
+    from simclr_tf.bench import repeat as bench_repeat  # noqa: PLC0415
 
-    result = bench_repeat.repeat(lambda: bench.run(cfg, options, report), FLAGS.repeat,
+    result = bench_repeat.repeat(lambda: suite.run(cfg, options, report), FLAGS.repeat,
                                  report)
     if FLAGS.json:
         print(json.dumps(result, sort_keys=True))
     else:
-        print(bench.format_table(cfg, result))
+        print(suite.format_table(cfg, result))
 
 
 def run():

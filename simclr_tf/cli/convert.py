@@ -26,16 +26,16 @@ ORIGINAL = flags.DEFINE_string(
 
 
 def _write_flags(cfg):
-    from simclr_tf import rundir  # noqa: PLC0415 (late: keep --help fast)
+    from simclr_tf.runs import run_folder  # noqa: PLC0415 (late: keep --help fast)
 
-    rundir.write_settings(cfg, os.path.join(cfg.model_dir, rundir.SETTINGS_FILE))
+    run_folder.write_settings(cfg, os.path.join(cfg.model_dir, run_folder.SETTINGS_FILE))
 
 
 def main(cfg, explicit):
     if not ORIGINAL.value:
         raise ValueError("--original is required: the original's SavedModel folder, ckpt-N "
                          "prefix or checkpoint folder.")
-    from simclr_tf import convert  # late: keep --help and flag errors fast
+    from simclr_tf.interop import convert  # late: keep --help and flag errors fast
 
     convert.convert_checkpoint(ORIGINAL.value, cfg, explicit, before_save=_write_flags)
 

@@ -30,14 +30,14 @@ LINEAR_BATCH = flags.DEFINE_integer(
 
 
 def _write_flags(cfg):
-    from simclr_tf import rundir  # noqa: PLC0415 (late: keep --help fast)
+    from simclr_tf.runs import run_folder  # noqa: PLC0415 (late: keep --help fast)
 
-    rundir.write_settings(cfg, os.path.join(cfg.model_dir, rundir.SETTINGS_FILE))
+    run_folder.write_settings(cfg, os.path.join(cfg.model_dir, run_folder.SETTINGS_FILE))
 
 
 def main(cfg, explicit):
     del explicit
-    from simclr_tf import demo  # late: keep --help and flag errors fast
+    from simclr_tf.tools import demo  # late: keep --help and flag errors fast
 
     demo.run(cfg, LINEAR_STEPS.value, LINEAR_LR.value, LINEAR_BATCH.value,
              before_run=_write_flags)

@@ -14,9 +14,9 @@ cli_flags.define_flags(train_mode="finetune")
 
 
 def main(cfg, explicit):
-    from simclr_tf import evaluation  # late: keep --help and flag errors fast
+    from simclr_tf.evaluation import supervised  # late: keep --help and flag errors fast
 
-    evaluation.evaluate(cfg, _common.run_checkpoint(cfg, explicit))
+    supervised.evaluate(cfg, _common.run_checkpoint(cfg, explicit))
 
 
 def run():

@@ -19,7 +19,7 @@ EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Where to write the SavedMo
 def main(cfg, explicit):
     if not EXPORT_DIR.value:
         raise ValueError("--export_dir is required: the folder to write the SavedModel to.")
-    from simclr_tf import export as export_lib  # late: keep flag errors fast
+    from simclr_tf.runs import export as export_lib  # late: keep flag errors fast
 
     export_lib.check_target(EXPORT_DIR.value, "export_dir")  # before any model is built
     source = _common.run_checkpoint(cfg, explicit)

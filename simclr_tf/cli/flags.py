@@ -14,8 +14,8 @@ from typing import Callable, Dict
 
 from absl import app, flags, logging
 
-from simclr_tf import config as config_lib
 from simclr_tf.cli import quiet
+from simclr_tf.core import config as config_lib
 
 FLAGS = flags.FLAGS
 
@@ -156,9 +156,9 @@ def adopt_checkpoint_architecture(prog: str, explicit: set,
     then fits any depth and width."""
     if not flag_values.checkpoint:
         return
-    from simclr_tf import rundir  # late: keep --help fast (it imports TensorFlow)
+    from simclr_tf.runs import run_folder  # late: keep --help fast (it imports TensorFlow)
 
-    flagfile = rundir.settings_file(flag_values.checkpoint)
+    flagfile = run_folder.settings_file(flag_values.checkpoint)
     if not flagfile:
         return
     run = from_flagfile(flagfile, train_mode="finetune")

@@ -31,27 +31,23 @@ EXTRA = ("datasets", "output_dir", "transfer_grid_size")
 
 def _model(cfg, explicit):
     """(images -> features, architecture name, what was loaded)."""
-    import tensorflow as tf  # noqa: PLC0415 (late: keep --help and flag errors fast)
-
-    from simclr_tf import export as export_lib  # noqa: PLC0415
-    from simclr_tf import rundir, transfer, visualize  # noqa: PLC0415
+    from simclr_tf.evaluation import transfer  # noqa: PLC0415 (late: keep --help fast)
+    from simclr_tf.runs import loader  # noqa: PLC0415
+    from simclr_tf.tools import visualize  # noqa: PLC0415
 
     if cfg.hub_module:
-        run_flags = rundir.settings_file(cfg.hub_module)
-        arch = cli_flags.from_flagfile(run_flags) if run_flags else None  # the export's run
-        model, what = tf.saved_model.load(cfg.hub_module), f"export {cfg.hub_module}"
+        loaded = loader.from_export(cfg.hub_module)
     else:
-        checkpoint = _common.run_checkpoint(cfg, explicit)
-        arch = cfg
-        model, what = export_lib.checkpoint_model(cfg, checkpoint), f"checkpoint {checkpoint}"
+        loaded = loader.from_checkpoint(_common.run_checkpoint(cfg, explicit), cfg)
+    arch = loaded.settings  # an export's run, when it sits in one
     architecture = (transfer.architecture_name(arch.resnet_depth, arch.width_multiplier,
                                                arch.sk_ratio) if arch is not None else
                     "an export (architecture not recorded beside it)")
-    return visualize.model_features(model), architecture, what
+    return visualize.model_features(loaded.holder), architecture, loaded.description
 
 
 def main(cfg, explicit):
-    from simclr_tf import transfer_datasets  # noqa: PLC0415
+    from simclr_tf.evaluation import transfer_datasets  # noqa: PLC0415
 
     if not OUTPUT_DIR.value:
         raise ValueError("--output_dir is required: the folder for transfer.md and "
@@ -59,13 +55,13 @@ def main(cfg, explicit):
     if not cfg.model_dir and not cfg.hub_module:
         raise ValueError("give --hub_module=EXPORT (a SavedModel of this project) or "
                          "--model_dir=RUN (a run's newest checkpoint).")
-    from simclr_tf import rundir  # noqa: PLC0415
+    from simclr_tf.runs import run_folder  # noqa: PLC0415
 
-    rundir.output_folder(OUTPUT_DIR.value, "output_dir")
+    run_folder.output_folder(OUTPUT_DIR.value, "output_dir")
     names = list(transfer_datasets.DATASETS) if DATASETS.value == ["all"] else DATASETS.value
     for name in names:
         transfer_datasets.lookup(name)  # an unknown name stops before any model is loaded
-    from simclr_tf import transfer  # noqa: PLC0415
+    from simclr_tf.evaluation import transfer  # noqa: PLC0415
 
     features_of, architecture, what = _model(cfg, explicit)
     options = transfer.Options(image_size=cfg.image_size, batch_size=cfg.eval_batch_size,

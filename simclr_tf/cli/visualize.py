@@ -35,9 +35,9 @@ def _settings(cfg, explicit: set):
     settings with the command line's flags on top."""
     if cfg.model_dir or not cfg.hub_module or "flagfile" in explicit:
         return cfg
-    from simclr_tf import rundir  # noqa: PLC0415 (late: keep --help fast)
+    from simclr_tf.runs import run_folder  # noqa: PLC0415 (late: keep --help fast)
 
-    run_flags = rundir.settings_file(cfg.hub_module)
+    run_flags = run_folder.settings_file(cfg.hub_module)
     if not run_flags:
         return cfg
     print(f"simclr-visualize: using the settings of the export's run in {run_flags} (flags "
@@ -53,25 +53,24 @@ def main(cfg, explicit):
         raise ValueError("give --model_dir=RUN (a run of simclr-pretrain or simclr-finetune) "
                          "or --hub_module=EXPORT (a SavedModel of this project).")
     cfg = _settings(cfg, explicit)
-    import tensorflow as tf  # late: keep --help and flag errors fast
 
-    from simclr_tf import data as data_lib
-    from simclr_tf import export as export_lib
-    from simclr_tf import rundir, visualize
+    from simclr_tf.data import pipeline as data_lib
+    from simclr_tf.runs import loader, run_folder
+    from simclr_tf.tools import visualize
 
-    rundir.output_folder(OUTPUT_DIR.value, "output_dir")
+    run_folder.output_folder(OUTPUT_DIR.value, "output_dir")
 
     source = data_lib.get_source(cfg.dataset, cfg.data_dir, seed=cfg.seed,
                                  folder_labels=cfg.folder_labels)
     if cfg.hub_module:
-        model, what = tf.saved_model.load(cfg.hub_module), f"export {cfg.hub_module}"
+        loaded = loader.from_export(cfg.hub_module)
     else:
-        checkpoint = _common.run_checkpoint(cfg, explicit)
-        model, what = export_lib.checkpoint_model(cfg, checkpoint), f"run {cfg.model_dir}"
+        loaded = loader.from_checkpoint(_common.run_checkpoint(cfg, explicit), cfg)
     options = visualize.Options(num_points=NUM_POINTS.value, method=METHOD.value,
                                 split=SPLIT.value)
-    written = visualize.draw(OUTPUT_DIR.value, cfg, source, visualize.model_features(model),
-                             cfg.model_dir, options, what)
+    written = visualize.draw(OUTPUT_DIR.value, cfg, source,
+                             visualize.model_features(loaded.holder), cfg.model_dir, options,
+                             loaded.description)
     print("simclr-visualize: wrote " + ", ".join(written), flush=True)
 
 

@@ -1,0 +1,5 @@
+"""How good a representation is: top-1 / top-5 of the supervised head (``supervised``),
+the kNN monitor (``knn``), and the transfer protocol (``transfer``: frozen features of other
+datasets, L2-regularised logistic regression in ``logistic``).
+
+Imports the wings below it: core, data, models, runs."""

@@ -1,0 +1,196 @@
+"""The training programs end to end on tiny models: pretrain, linear eval, fine-tune, eval,
+resume, data sources, and the guards."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+import simclr_tf  # noqa: F401
+from simclr_tf.data import sources
+from simclr_tf.evaluation import supervised
+from simclr_tf.models import simclr_model as model_lib
+from simclr_tf.runs import checkpoints
+from simclr_tf.training import losses, train
+from simclr_tf.training import trainer as trainer_lib
+
+
+def _count_of(fraction, total):
+    """The count behind an accuracy over ``total`` items; fails when it is not one."""
+    count = fraction * total
+    assert abs(count - round(count)) < 1e-3, (fraction, total)
+    return round(count)
+
+
+def _values(prefix, scope):
+    """Checkpoint values under ``scope`` (e.g. 'model/encoder/'), optimizer slots excluded."""
+    reader = tf.train.load_checkpoint(prefix)
+    return {k: reader.get_tensor(k) for k, _ in tf.train.list_variables(prefix)
+            if k.startswith(scope) and "OPTIMIZER_SLOT" not in k}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("pretrain")
+    summary = train.run(tiny(model_dir))
+    return model_dir, summary
+
+
+def test_pretrain_writes_checkpoints_summaries_and_metrics(pretrained):
+    model_dir, summary = pretrained
+    assert summary["global_step"] == 4
+    for key in ("loss", "contrast_loss", "contrast_acc", "contrast_entropy",
+                "supervised_loss", "top1", "top5"):
+        assert np.isfinite(summary[key]), key
+    # NT-Xent at the 2L scale with 8 images starts near 2 log(15).
+    assert 0.5 < summary["contrast_loss"] < 2 * np.log(15) + 0.5
+    # The total is the contrastive loss + the probe's cross-entropy + the head's decay.
+    assert summary["loss"] == pytest.approx(
+        summary["contrast_loss"] + summary["supervised_loss"] + summary["weight_decay"],
+        rel=1e-4)
+    # Counts, not only a range: 2 steps of 16 views in the last loop, 50 eval images.
+    assert 0 <= _count_of(summary["contrast_acc"], 32) <= 32
+    assert 0 <= _count_of(summary["top1"], 50) <= _count_of(summary["top5"], 50) <= 50
+    assert summary["contrast_entropy"] <= np.log(8) + 1e-4
+    assert json.load(open(os.path.join(model_dir, "summary.json"))) == summary
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-4")
+    assert os.path.exists(os.path.join(model_dir, "ckpt-2.index"))
+    events = tf.io.gfile.glob(os.path.join(model_dir, "train", "events.*"))
+    assert events
+
+
+def test_rerun_of_a_finished_run_changes_nothing(tiny, pretrained, tmp_path):
+    model_dir, summary = pretrained
+    before = _values(str(model_dir / "ckpt-4"), "model/")
+    again = train.run(tiny(model_dir))
+    assert again["global_step"] == 4
+    after = _values(tf.train.latest_checkpoint(str(model_dir)), "model/")
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k], v, err_msg=k)
+
+
+def test_interrupted_run_resumes_from_the_newest_complete_checkpoint(tiny, tmp_path, monkeypatch,
+                                                                     capsys):
+    calls = {"n": 0}
+    original = trainer_lib.Trainer.train_loop_end
+
+    def crash_on_second_loop(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return original(self)
+
+    monkeypatch.setattr(trainer_lib.Trainer, "train_loop_end", crash_on_second_loop)
+    cfg = tiny(tmp_path, lineareval_while_pretraining=False)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(cfg)
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
+    monkeypatch.setattr(trainer_lib.Trainer, "train_loop_end", original)
+    capsys.readouterr()
+    summary = train.run(cfg)
+    assert "resumed from" in capsys.readouterr().out
+    assert summary["global_step"] == 4
+    assert "top1" not in summary  # no probe, no labels used
+
+
+def test_linear_eval_keeps_the_encoder_and_head_bit_identical(tiny, pretrained, tmp_path):
+    pre_dir, _ = pretrained
+    cfg = tiny(tmp_path, train_mode="finetune", checkpoint=str(pre_dir), linear_eval=True,
+               optimizer="momentum", learning_rate=0.1, weight_decay=0.0, train_steps=3,
+               checkpoint_steps=3, zero_init_logits_layer=True)
+    summary = train.run(cfg)
+    assert summary["global_step"] == 3  # a fresh step counter, not the pretraining one
+    assert 0 <= _count_of(summary["top1"], 50) <= _count_of(summary["top5"], 50) <= 50
+    pre = str(pre_dir / "ckpt-4")
+    post = tf.train.latest_checkpoint(str(tmp_path))
+    for scope in ("model/encoder/", "model/projection_head/"):
+        pre_values, post_values = _values(pre, scope), _values(post, scope)
+        assert pre_values and set(pre_values) == set(post_values)
+        for k, v in pre_values.items():  # weights and batch-norm statistics alike
+            np.testing.assert_array_equal(post_values[k], v, err_msg=k)
+    head = _values(post, "model/supervised_head/")
+    assert any(np.abs(v).sum() > 0 for v in head.values())
+
+
+def test_fine_tune_restores_encoder_only_with_a_fresh_zeroed_head(pretrained):
+    pre_dir, _ = pretrained
+    model = model_lib.build_model(resnet_depth=18, width_multiplier=0.25, image_size=16,
+                                  num_proj_layers=2, proj_out_dim=16, num_classes=3,
+                                  mode="finetune", zero_init_logits_layer=True)
+    model(tf.zeros([1, 16, 16, 3]))
+    prefix = checkpoints.restore_pretrained(model, str(pre_dir))
+    saved = _values(prefix, "model/encoder/")
+    restored = {v.name: v.numpy() for v in model.encoder.variables}
+    assert len(saved) == len(restored)
+    saved_sorted = sorted(saved.values(), key=lambda a: (a.shape, float(a.sum())))
+    restored_sorted = sorted(restored.values(), key=lambda a: (a.shape, float(a.sum())))
+    for a, b in zip(saved_sorted, restored_sorted):
+        np.testing.assert_array_equal(a, b)
+    # 3 classes although the probe had 10: the head is new, and zero.
+    assert model.supervised_head.dense.kernel.shape[-1] == 3
+    assert not np.any(model.supervised_head.dense.kernel.numpy())
+
+
+def test_python_api_fine_tunes_on_numpy_arrays(tiny, pretrained, tmp_path, capsys):
+    # Every label is class 2 of 3: the linear head learns it at once, which the built-in
+    # data (other labels, other counts) would not give.
+    rng = np.random.default_rng(0)
+    splits = {name: (rng.integers(0, 256, [n, 20, 20, 3], dtype=np.uint8),
+                     np.full([n], 2, np.int32)) for name, n in (("train", 24), ("test", 10))}
+    cfg = tiny(tmp_path, train_mode="finetune", checkpoint=str(pretrained[0]),
+               linear_eval=True, zero_init_logits_layer=True, eval_split="test",
+               train_steps=2, eval_batch_size=10, optimizer="momentum", learning_rate=1.0)
+    summary = train.run(cfg, source=sources.ArraySource(splits, num_classes=3))
+    assert "finetune: 24 training examples" in capsys.readouterr().out
+    assert summary["global_step"] == 2 and summary["top1"] == 1.0
+
+
+def test_full_fine_tune_and_eval_program(tiny, pretrained, tmp_path):
+    pre_dir, _ = pretrained
+    cfg = tiny(tmp_path, train_mode="finetune", checkpoint=str(pre_dir), train_steps=2,
+               checkpoint_steps=2, optimizer="lars", learning_rate=0.05,
+               learning_rate_scaling="sqrt", ft_proj_selector=1)
+    summary = train.run(cfg)
+    pre_conv = _values(str(pre_dir / "ckpt-4"), "model/encoder/")
+    post_conv = _values(tf.train.latest_checkpoint(str(tmp_path)), "model/encoder/")
+    changed = [k for k in pre_conv if not np.array_equal(pre_conv[k], post_conv[k])]
+    assert changed  # the whole network trains
+    result = supervised.evaluate(tiny(tmp_path, train_mode="finetune", ft_proj_selector=1))
+    assert result["top1"] == pytest.approx(summary["top1"])
+    assert result["checkpoint"].endswith("ckpt-2")
+
+
+def test_non_finite_loss_stops_with_the_step_and_saves_nothing(tiny, tmp_path, monkeypatch):
+    original = losses.nt_xent
+
+    def poisoned(*args, **kwargs):
+        loss, logits, labels = original(*args, **kwargs)
+        return loss * np.nan, logits, labels
+
+    monkeypatch.setattr(losses, "nt_xent", poisoned)
+    with pytest.raises(train.NonFiniteLossError, match="non-finite at step 1"):
+        train.run(tiny(tmp_path, use_blur=True))
+    assert tf.train.latest_checkpoint(str(tmp_path)) is None
+
+
+def test_unknown_eval_split_is_named(tiny, tmp_path):
+    with pytest.raises(ValueError, match="'tset'"):
+        train.run(tiny(tmp_path, eval_split="tset"))
+
+
+def test_batch_must_divide_across_replicas(tiny, tmp_path, two_replicas):
+    with pytest.raises(ValueError, match="train_batch_size=7"):
+        train.run(tiny(tmp_path, train_batch_size=7), strategy=two_replicas)
+
+
+def test_tfds_mock_end_to_end_with_unknown_split_sizes(tiny, tmp_path):
+    with tfds.testing.mock_data(num_examples=24):
+        summary = train.run(tiny(tmp_path, dataset="cifar10", eval_split="test",
+                                 train_steps=0, train_epochs=1, eval_batch_size=8,
+                                 eval_steps=0, checkpoint_steps=0, checkpoint_epochs=1))
+    # 24 examples / batch 8: 3 steps per epoch, + 1 as the original counts.
+    assert summary["global_step"] == 4
+    assert 0 <= _count_of(summary["top1"], 24) <= 24  # the whole mock test split
