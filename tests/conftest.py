@@ -38,15 +38,34 @@ TINY = dict(dataset="shapes", image_size=16, resnet_depth=18, width_multiplier=0
             knn_monitor=False, views_summary=False)
 
 
+def make_tiny(model_dir, **overrides):
+    """The tiny run's ``Config`` in ``model_dir``, with ``overrides``."""
+    from simclr_tf.core.config import Config  # noqa: PLC0415 (after the device set-up above)
+
+    return Config(**dict(TINY, model_dir=str(model_dir), **overrides))
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """``tiny(model_dir, **overrides)``: the tiny run's ``Config`` in ``model_dir``."""
-    from simclr_tf.core.config import Config  # noqa: PLC0415 (after the device set-up above)
+    return make_tiny
 
-    def make(model_dir, **overrides):
-        return Config(**dict(TINY, model_dir=str(model_dir), **overrides))
 
-    return make
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """``(cfg, summary)`` of the one trained run the tests share (once per pytest worker): the
+    tiny run with the kNN monitor (a bank of 100), the view grid in TensorBoard, flags.txt as
+    the programs write it, checkpoints at steps 2 and 4 and the export of step 4. Read it,
+    never write into it: copy it first (``shutil.copytree``) to change it."""
+    from simclr_tf.runs import run_folder  # noqa: PLC0415 (after the device set-up above)
+    from simclr_tf.training import train  # noqa: PLC0415
+
+    model_dir = tmp_path_factory.mktemp("trained") / "run"
+    cfg = make_tiny(model_dir, knn_monitor=True, knn_bank_size=100, keep_hub_module_max=1,
+                    views_summary=True)
+    summary = train.run(cfg, on_start=lambda: run_folder.write_settings(
+        cfg, os.path.join(str(model_dir), run_folder.SETTINGS_FILE)))
+    return cfg, summary
 
 
 @pytest.fixture(scope="session")

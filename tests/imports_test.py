@@ -117,3 +117,22 @@ def test_the_walk_sees_imports_inside_functions():
     graph = _graph()  # the rule tests above are only as good as this reading
     assert "simclr_tf.bench.loss_scaling" in graph["simclr_tf.bench.suite"]  # inside a function
     assert "simclr_tf.core.config" in graph["simclr_tf.cli.flags"]
+
+
+def test_the_architecture_doc_lists_every_module_once():
+    """docs/architecture.md has a table per wing (``### <wing>``) naming its modules: they
+    are the files of the package, one to one."""
+    import re  # noqa: PLC0415
+
+    with open(os.path.join(ROOT, "docs", "architecture.md")) as f:
+        doc = f.read()
+    listed = []
+    for section in re.split(r"^### ", doc, flags=re.M)[1:]:
+        wing, rows = section.split("\n", 1)[0].strip(), section.split("\n## ")[0]
+        for row in rows.splitlines():
+            if row.startswith("| `"):
+                listed += [f"simclr_tf/{wing}/{name}"
+                           for name in re.findall(r"`([a-z_/0-9]+\.py)`", row.split(" | ")[0])]
+    files = sorted(os.path.relpath(path, ROOT) for name, path in _modules().items()
+                   if not path.endswith("__init__.py") or name == "simclr_tf.cli")
+    assert sorted(listed) == files

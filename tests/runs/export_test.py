@@ -18,12 +18,10 @@ from simclr_tf.runs import checkpoints, export
 from simclr_tf.training import train
 
 
-@pytest.fixture(scope="module")
-def run(tiny, tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("pretrain")
-    cfg = tiny(model_dir, keep_hub_module_max=1)
-    summary = train.run(cfg)
-    return cfg, summary
+@pytest.fixture()
+def run(trained_run):
+    """The shared trained run (conftest): its settings and summary."""
+    return trained_run
 
 
 def _in_memory(cfg, prefix):

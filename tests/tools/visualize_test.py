@@ -4,6 +4,7 @@ checked against independent computations."""
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -32,18 +33,11 @@ def _check_picture(path, min_size):
     return pixels
 
 
-@pytest.fixture(scope="module")
-def run_dir(tiny, tmp_path_factory):
-    """A tiny pretraining run with the kNN monitor, an export and its flags.txt."""
-    from simclr_tf.runs import run_folder
-    from simclr_tf.training import train
-
-    model_dir = tmp_path_factory.mktemp("vis") / "run"
-    cfg = tiny(model_dir, knn_monitor=True, knn_bank_size=100, keep_hub_module_max=1,
-               image_size=24, views_summary=True)
-    summary = train.run(cfg, on_start=lambda: run_folder.write_settings(
-        cfg, os.path.join(str(model_dir), "flags.txt")))
-    return model_dir, summary
+@pytest.fixture()
+def run_dir(trained_run):
+    """The shared trained run (conftest: the kNN monitor, an export, its flags.txt)."""
+    cfg, summary = trained_run
+    return pathlib.Path(cfg.model_dir), summary
 
 
 def test_the_program_draws_a_run(run_dir, tmp_path):
@@ -62,13 +56,13 @@ def test_the_program_draws_a_run(run_dir, tmp_path):
     _check_picture(out / "curves.png", (400, 600))
     assert sorted(os.listdir(out)) == sorted(PICTURES)
 
-    # TensorBoard got the view grid at step 0: 2 rows of views of 8 images at 24 px.
+    # TensorBoard got the view grid at step 0: 2 rows of views of 8 images at 16 px.
     grids = [(event.step, value) for path in (model_dir / "train").glob("events.out.*")
              for event in tf.compat.v1.train.summary_iterator(str(path))
              for value in event.summary.value if value.tag == "augmented_views"]
     assert [step for step, _ in grids] == [0]
     grid = tf.io.decode_png(tf.make_ndarray(grids[0][1].tensor)[2]).numpy()
-    assert grid.shape == (2 * 24, 8 * 24, 3) and grid.std() > 10
+    assert grid.shape == (2 * 16, 8 * 16, 3) and grid.std() > 10
 
     series = visualize.read_scalars(str(model_dir))
     assert set(series["eval/knn_top1"]) == {0, 2, 4}
