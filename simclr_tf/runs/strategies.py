@@ -92,7 +92,7 @@ def get_strategy(name: str = "auto", tpu: Optional[str] = None, zone: Optional[s
     if name == "multi_worker":
         if _num_workers_in_tf_config() < 1:
             raise ValueError("--strategy=multi_worker needs TF_CONFIG describing the cluster "
-                             "(see the README's 'Scaling out' section).")
+                             "(see docs/scaling.md).")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         choices.check_tpu_address(name, tpu, master)
