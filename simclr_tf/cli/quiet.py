@@ -18,6 +18,7 @@ import threading
 NOISE = re.compile(rb"failed call to cuInit|Compiled cluster using XLA|"
                    rb"All log messages before absl::InitializeLog\(\) is called|"
                    rb"^Input file read error$|^Premature end of JPEG file$|"
+                   rb"^Improper call to JPEG library in state \d+$|"
                    rb"devices\.cc:\d+\] Number of eligible GPUs|"
                    rb"single_machine\.cc:\d+\] Starting new session")
 
