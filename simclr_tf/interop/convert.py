@@ -257,7 +257,6 @@ def convert_checkpoint(path: str, cfg, explicit=frozenset(),
     cfg = config_for(dataclasses.replace(cfg, train_mode="finetune"), arch, explicit,
                      original)
     cfg.validate()
-    run_folder.output_folder(cfg.model_dir, "model_dir")
     if tf.train.latest_checkpoint(cfg.model_dir):
         raise ValueError(f"--model_dir={cfg.model_dir} already holds a run's checkpoints; "
                          "give an empty or new folder.")
@@ -266,6 +265,7 @@ def convert_checkpoint(path: str, cfg, explicit=frozenset(),
     left = ", ".join(f"{why} ({len(keys)})" for why, keys in sorted(original.left.items()))
     print(f"converted every model variable of {original.prefix}; left: {left or 'nothing'}",
           flush=True)
+    run_folder.output_folder(cfg.model_dir, "model_dir")  # created once there is a model
     with run_folder.RunLock(cfg.model_dir):
         if before_save is not None:
             before_save(cfg)

@@ -178,6 +178,19 @@ def test_flags_that_disagree_with_the_checkpoint_and_a_used_folder_are_named(
         convert.convert_checkpoint(str(tmp_path / "nowhere"), Config(model_dir=str(used)))
 
 
+def test_a_conversion_that_fails_leaves_no_folder_behind(r18_original, tmp_path, monkeypatch):
+    prefix, _ = r18_original
+
+    def fails(*args):
+        raise ValueError("a variable does not fit")
+
+    monkeypatch.setattr(convert, "_fill_all", fails)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="does not fit"):
+        convert.convert_checkpoint(prefix, Config(model_dir=str(out)))
+    assert not out.exists()
+
+
 SAVEDMODEL_CASES = {  # case -> (the CASES entry, projection head, trainable_variables_list)
     "r18_cifar": ("r18_cifar", True, True),
     "r50_1x": ("r50_1x", True, True),
