@@ -40,6 +40,7 @@ setup(
             "simclr-visualize=simclr_tf.cli.visualize:run",
             "simclr-distill=simclr_tf.cli.distill:run",
             "simclr-transfer=simclr_tf.cli.transfer:run",
+            "simclr-ablate=simclr_tf.cli.ablate:run",
         ]
     },
 )

@@ -1,0 +1,58 @@
+"""simclr-ablate: one of the paper's studies, each cell pretrained and linear-evaluated.
+
+  simclr-ablate --study=color_strength --flagfile=flags/demo.flags --model_dir=DIR
+
+Every cell is an ordinary pair of runs in ``DIR/<cell>/{pretrain,linear}`` with its
+flags.txt, on top of the flags given (a flagfile sizes the runs); an interrupted study
+continues where it stopped and never re-runs a finished cell. ``DIR/ablation.md`` has each
+cell's linear-evaluation and kNN top-1 beside the paper's figure. Studies: color_strength,
+temperature.
+"""
+
+import os
+
+from absl import flags
+
+from simclr_tf.cli import flags as cli_flags
+
+cli_flags.define_flags(train_mode="pretrain")
+STUDY = flags.DEFINE_string("study", None, "The study to run: color_strength or temperature.")
+LINEAR_STEPS = flags.DEFINE_integer(
+    "linear_eval_steps", 200, "Training steps of each cell's linear evaluation.",
+    lower_bound=1)
+LINEAR_LR = flags.DEFINE_float(
+    "linear_eval_learning_rate", 0.2, "Base learning rate of the linear evaluations "
+    "(Nesterov momentum, linear scaling, no warm-up, no weight decay).")
+LINEAR_BATCH = flags.DEFINE_integer(
+    "linear_eval_batch_size", 256, "Global batch of the linear evaluations.", lower_bound=1)
+EXTRA = ("study", "linear_eval_steps", "linear_eval_learning_rate", "linear_eval_batch_size")
+
+
+def _write_flags(cfg):
+    from simclr_tf.runs import run_folder  # noqa: PLC0415 (late: keep --help fast)
+
+    run_folder.write_settings(cfg, os.path.join(cfg.model_dir, run_folder.SETTINGS_FILE))
+
+
+def main(cfg, explicit):
+    del explicit
+    from simclr_tf.tools import ablation  # late: keep --help and flag errors fast
+
+    if STUDY.value not in ablation.STUDIES:
+        raise ValueError(f"--study={STUDY.value!r} is not a study; use one of "
+                         f"{', '.join(ablation.STUDIES)}.")
+    if not cfg.model_dir:
+        raise ValueError("--model_dir is required: the study's folder.")
+    from simclr_tf.runs import run_folder  # noqa: PLC0415
+
+    run_folder.output_folder(cfg.model_dir, "model_dir")
+    linear = ablation.LinearSettings(LINEAR_STEPS.value, LINEAR_LR.value, LINEAR_BATCH.value)
+    ablation.run(ablation.STUDIES[STUDY.value], cfg, linear, before_run=_write_flags)
+
+
+def run():
+    cli_flags.run_program(main, "simclr-ablate", __doc__, extra=EXTRA)
+
+
+if __name__ == "__main__":
+    run()
