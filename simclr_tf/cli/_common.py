@@ -52,3 +52,13 @@ def run_checkpoint(cfg, explicit: set) -> str:
         return cfg.checkpoint
     raise ValueError(f"--model_dir={cfg.model_dir!r} holds no checkpoint; give the folder of a "
                      "run (its newest checkpoint is used) or --checkpoint=PREFIX.")
+
+
+def run_model(cfg, explicit: set):
+    """The model a program that reads one was given: the export ``--hub_module``, else the
+    checkpoint ``run_checkpoint`` picks in the run (a ``runs.loader.LoadedModel``)."""
+    from simclr_tf.runs import loader  # noqa: PLC0415 (late: keep --help fast)
+
+    if cfg.hub_module:
+        return loader.from_export(cfg.hub_module)
+    return loader.from_checkpoint(run_checkpoint(cfg, explicit), cfg)

@@ -32,13 +32,9 @@ EXTRA = ("datasets", "output_dir", "transfer_grid_size")
 def _model(cfg, explicit):
     """(images -> features, architecture name, what was loaded)."""
     from simclr_tf.evaluation import transfer  # noqa: PLC0415 (late: keep --help fast)
-    from simclr_tf.runs import loader  # noqa: PLC0415
     from simclr_tf.tools import visualize  # noqa: PLC0415
 
-    if cfg.hub_module:
-        loaded = loader.from_export(cfg.hub_module)
-    else:
-        loaded = loader.from_checkpoint(_common.run_checkpoint(cfg, explicit), cfg)
+    loaded = _common.run_model(cfg, explicit)
     arch = loaded.settings  # an export's run, when it sits in one
     architecture = (transfer.architecture_name(arch.resnet_depth, arch.width_multiplier,
                                                arch.sk_ratio) if arch is not None else

@@ -55,17 +55,14 @@ def main(cfg, explicit):
     cfg = _settings(cfg, explicit)
 
     from simclr_tf.data import pipeline as data_lib
-    from simclr_tf.runs import loader, run_folder
+    from simclr_tf.runs import run_folder
     from simclr_tf.tools import visualize
 
     run_folder.output_folder(OUTPUT_DIR.value, "output_dir")
 
     source = data_lib.get_source(cfg.dataset, cfg.data_dir, seed=cfg.seed,
                                  folder_labels=cfg.folder_labels)
-    if cfg.hub_module:
-        loaded = loader.from_export(cfg.hub_module)
-    else:
-        loaded = loader.from_checkpoint(_common.run_checkpoint(cfg, explicit), cfg)
+    loaded = _common.run_model(cfg, explicit)
     options = visualize.Options(num_points=NUM_POINTS.value, method=METHOD.value,
                                 split=SPLIT.value)
     written = visualize.draw(OUTPUT_DIR.value, cfg, source,

@@ -159,7 +159,7 @@ def open_original(path: str) -> OriginalCheckpoint:
     ``saved_model/``, the original's run folder ``saved_model/<step>/``)."""
     if tf.io.gfile.isdir(path) and not tf.train.latest_checkpoint(path):
         path = _savedmodel_in(path) or path
-    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+    if export_lib.holds_savedmodel(path):
         return original_savedmodel.OriginalSavedModel(path)
     return OriginalCheckpoint(resolve_original(path))
 
@@ -168,7 +168,7 @@ def _savedmodel_in(folder: str) -> Optional[str]:
     """``folder`` itself, ``folder/saved_model``, or the highest-numbered SavedModel in
     either (the original's exports, ``saved_model/<step>``), when one holds saved_model.pb."""
     for base in (folder, os.path.join(folder, "saved_model")):
-        if tf.io.gfile.exists(os.path.join(base, "saved_model.pb")):
+        if export_lib.holds_savedmodel(base):
             return base
         numbered = export_lib.numbered_savedmodels(base)
         if numbered:

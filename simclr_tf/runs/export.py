@@ -104,6 +104,11 @@ def export_model(model, export_dir: str) -> str:
     return export_dir
 
 
+def holds_savedmodel(path: str) -> bool:
+    """``path`` is a folder holding a SavedModel (``saved_model.pb``) of any program."""
+    return tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))
+
+
 def saved_object_graph(path: str):
     """The objects of the SavedModel at ``path`` (``saved_model.pb``'s object graph: nodes
     with their kinds, names and children); ValueError naming the file when it cannot be
@@ -123,7 +128,7 @@ def saved_object_graph(path: str):
 def is_export(path: str) -> bool:
     """Whether ``path`` holds a SavedModel that ``export_model`` wrote (its root holds the
     model and the ``serve`` function)."""
-    if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+    if not holds_savedmodel(path):
         return False
     try:
         root = saved_object_graph(path)[0]
@@ -182,7 +187,7 @@ def numbered_savedmodels(root: str) -> List[str]:
     steps = sorted(int(n.rstrip("/")) for n in tf.io.gfile.listdir(root)
                    if n.rstrip("/").isdigit())
     return [os.path.join(root, str(s)) for s in steps
-            if tf.io.gfile.exists(os.path.join(root, str(s), "saved_model.pb"))]
+            if holds_savedmodel(os.path.join(root, str(s)))]
 
 
 def endpoint_names(with_supervised_head: bool) -> List[str]:

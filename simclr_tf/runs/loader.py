@@ -8,7 +8,6 @@ strategy's scope to have the model on every replica.
 """
 
 import dataclasses
-import os
 from typing import Dict, Optional
 
 import tensorflow as tf
@@ -32,11 +31,6 @@ class LoadedModel:
 
     def endpoints(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
         return self.holder(images, training=False)
-
-
-def is_savedmodel(path: str) -> bool:
-    """``path`` is a folder holding a SavedModel (of any program)."""
-    return tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))
 
 
 def _run_settings(path: str) -> Optional[config_lib.Config]:
@@ -69,7 +63,7 @@ def load(path: str, flag: str) -> LoadedModel:
     if not path or not (prefix or tf.io.gfile.exists(path)):
         raise ValueError(f"{flag}={path!r} does not exist; give an export (a folder with "
                          "saved_model.pb), the folder of a run, or a checkpoint.")
-    if is_savedmodel(path):
+    if export_lib.holds_savedmodel(path):
         return from_export(path)
     if prefix or (tf.io.gfile.isdir(path) and tf.train.latest_checkpoint(path)):
         settings = _run_settings(path)

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from simclr_tf.core import config as config_lib
 from simclr_tf.tools import demo
@@ -91,12 +91,15 @@ def _summary(model_dir: str) -> Optional[Dict]:
 
 
 def run_cell(cfg: config_lib.Config, cell: Cell, linear: LinearSettings, root: str,
-             before_run: Optional[Callable[[config_lib.Config], None]] = None) -> Dict:
+             before_run: Optional[Callable[[config_lib.Config], None]] = None
+             ) -> Tuple[Dict, bool]:
     """Pretrains and linear-evaluates ``cell`` (what is done already is not run again);
-    returns its figures: ``top1`` (linear evaluation) and ``knn_top1`` (pretraining)."""
+    returns its figures, ``top1`` (linear evaluation) and ``knn_top1`` (pretraining), and
+    whether it trained."""
     pre, lin = cell_configs(cfg, cell, linear, root)
     done = _summary(lin.model_dir)
-    if done is None:
+    trained = done is None
+    if trained:
         for run_cfg in (pre, lin):
             if _summary(run_cfg.model_dir) is None:  # not finished: start or resume it
                 os.makedirs(run_cfg.model_dir, exist_ok=True)
@@ -105,7 +108,7 @@ def run_cell(cfg: config_lib.Config, cell: Cell, linear: LinearSettings, root: s
                 train.run(run_cfg)
         done = _summary(lin.model_dir)
     pretrained = _summary(pre.model_dir) or {}
-    return {"top1": done.get("top1"), "knn_top1": pretrained.get("knn_top1")}
+    return {"top1": done.get("top1"), "knn_top1": pretrained.get("knn_top1")}, trained
 
 
 def run(study: Study, cfg: config_lib.Config, linear: LinearSettings,
@@ -119,9 +122,8 @@ def run(study: Study, cfg: config_lib.Config, linear: LinearSettings,
         print(f"ablate {study.name} {i}/{len(study.cells)}: {cell.label} | elapsed "
               f"{_clock(time.time() - start)} | ETA {_clock(eta) if eta is not None else '-'}",
               flush=True)
-        finished = _summary(os.path.join(root, cell.name, "linear")) is not None
-        results[cell.name] = run_cell(cfg, cell, linear, root, before_run)
-        ran += 0 if finished else 1
+        results[cell.name], trained = run_cell(cfg, cell, linear, root, before_run)
+        ran += trained
     path = write_table(study, results, os.path.join(root, "ablation.md"))
     print(f"ablate {study.name}: wrote {path}", flush=True)
     return results
