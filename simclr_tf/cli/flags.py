@@ -31,7 +31,8 @@ GROUPS: Dict[str, tuple] = {
               "ft_proj_selector"),
     "optimisation": ("train_batch_size", "train_epochs", "train_steps", "warmup_epochs",
                      "optimizer", "learning_rate", "learning_rate_scaling", "momentum",
-                     "weight_decay", "temperature", "hidden_norm"),
+                     "weight_decay", "temperature", "hidden_norm", "loss", "triplet_margin",
+                     "semi_hard_negatives"),
     "evaluation and fine-tuning": (
         "lineareval_while_pretraining", "knn_monitor", "knn_bank_size", "knn_k",
         "knn_temperature", "views_summary", "checkpoint", "hub_module", "linear_eval",

@@ -16,6 +16,7 @@ ON_NONFINITE = ("stop", "rollback")
 OPTIMIZERS = ("lars", "momentum", "adam")
 LR_SCALINGS = ("linear", "sqrt")
 PROJ_HEAD_MODES = ("none", "linear", "nonlinear")
+LOSSES = ("nt_xent", "nt_logistic", "margin_triplet")  # the paper's table 2
 RESNET_DEPTHS = (18, 34, 50, 101, 152, 200)
 # fine_tune_after_block: -1 trains everything, k in 0..4 freezes the stem and groups 1..k.
 FINE_TUNE_AFTER_BLOCKS = range(-1, 5)

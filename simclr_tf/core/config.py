@@ -132,7 +132,14 @@ class Config:
     weight_decay: float = _field(1e-6, "L2 weight decay (inside LARS; added to the loss "
                                  "otherwise).")
     batch_norm_decay: float = _field(0.9, "Batch norm moving-average decay.")
-    temperature: float = _field(0.1, "NT-Xent temperature.")
+    temperature: float = _field(0.1, "tau of NT-Xent (and of NT-Logistic).")
+    loss: str = _field("nt_xent", "The contrastive loss (the paper's table 2): nt_xent, "
+                       "nt_logistic or margin_triplet (docs/ablations.md).",
+                       choices=choices.LOSSES)
+    triplet_margin: float = _field(0.5, "m of --loss=margin_triplet, in cosine similarity.")
+    semi_hard_negatives: bool = _field(
+        False, "--loss=nt_logistic or margin_triplet: one semi-hard negative per anchor (the "
+        "most similar negative less similar than the positive) instead of all of them.")
     hidden_norm: bool = _field(True, "L2-normalise projections in NT-Xent.")
     # Model.
     resnet_depth: int = _field(50, "ResNet depth: 18, 34, 50, 101, 152 or 200.",
@@ -279,7 +286,8 @@ class Config:
             choices.check_at_least(name, getattr(self, name), 0)
         choices.check_at_least("keep_checkpoint_max", self.keep_checkpoint_max, 1)
         choices.check_at_least("num_proj_layers", self.num_proj_layers, 1)
-        for name in ("temperature", "learning_rate", "width_multiplier", "knn_temperature"):
+        for name in ("temperature", "learning_rate", "width_multiplier", "knn_temperature",
+                     "triplet_margin"):
             choices.check_positive(name, getattr(self, name))
         if self.train_steps == 0:
             choices.check_positive("train_epochs", self.train_epochs)
@@ -290,6 +298,9 @@ class Config:
                              "[0, 1.25] (contrast and saturation need 1 - 0.8 s >= 0).")
         choices.check_sk_ratio(self.sk_ratio)
         choices.check_se_ratio(self.se_ratio)
+        if self.semi_hard_negatives and self.loss == "nt_xent":
+            raise ValueError("--semi_hard_negatives applies to --loss=nt_logistic or "
+                             "margin_triplet; NT-Xent weighs every negative by its softmax.")
 
     def _validate_distillation(self):
         if self.train_mode != "distill":

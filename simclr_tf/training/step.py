@@ -1,9 +1,10 @@
 """The training step, without a loop around it: the losses of one replica's batch, and the
 replica step that turns them into one optimizer update.
 
-``compute_losses`` is a function of the model's outputs: NT-Xent over the two views
-(pretraining), the supervised cross-entropy when the model has a supervised head (the probe
-sees both views, and its gradient stops at its input), and the metrics of both.
+``compute_losses`` is a function of the model's outputs: the contrastive loss over the two
+views (``--loss``, NT-Xent by default; pretraining), the supervised cross-entropy when the
+model has a supervised head (the probe sees both views, and its gradient stops at its
+input), and the metrics of both.
 ``make_replica_step`` adds the on-device blur, the weight decay, loss scaling and the update.
 Run it with ``strategy.run(step, args=(inputs,))``, as the trainer does, or with
 ``run_step`` (the replicas' loss summed and their metrics averaged), on a batch the input
@@ -51,8 +52,9 @@ def compute_losses(outputs: Dict[str, tf.Tensor], labels: tf.Tensor, cfg,
     metrics: Metrics = {}
     if cfg.train_mode == "pretrain":
         z1, z2 = tf.split(outputs[ep.PROJ_HEAD_OUTPUT], 2, axis=0)
-        con_loss, logits, con_labels = losses.nt_xent(z1, z2, cfg.temperature,
-                                                      normalize=cfg.hidden_norm)
+        con_loss, logits, con_labels = losses.contrastive_loss(
+            z1, z2, cfg.loss, cfg.temperature, cfg.triplet_margin, cfg.hidden_norm,
+            cfg.semi_hard_negatives)
         loss += con_loss
         metrics["contrast_loss"] = con_loss
         metrics["contrast_acc"] = metrics_lib.contrastive_accuracy(logits, con_labels)
