@@ -25,7 +25,7 @@ GROUPS: Dict[str, tuple] = {
     "data": ("dataset", "data_dir", "folder_labels", "train_split", "eval_split",
              "cache_dataset", "image_size", "train_label_fraction", "train_examples_per_class",
              "train_label_file", "color_jitter_strength", "color_jitter_impl", "use_blur",
-             "jit_augment"),
+             "augmentations", "augment_one_view", "jit_augment"),
     "model": ("resnet_depth", "width_multiplier", "sk_ratio", "se_ratio", "global_bn",
               "batch_norm_decay", "proj_head_mode", "proj_out_dim", "num_proj_layers",
               "ft_proj_selector"),

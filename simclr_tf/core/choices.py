@@ -17,6 +17,8 @@ OPTIMIZERS = ("lars", "momentum", "adam")
 LR_SCALINGS = ("linear", "sqrt")
 PROJ_HEAD_MODES = ("none", "linear", "nonlinear")
 LOSSES = ("nt_xent", "nt_logistic", "margin_triplet")  # the paper's table 2
+# --augmentations: the paper's figure-5 transformations, in its order.
+AUGMENTATIONS = ("crop", "cutout", "color", "sobel", "noise", "blur", "rotate")
 RESNET_DEPTHS = (18, 34, 50, 101, 152, 200)
 # fine_tune_after_block: -1 trains everything, k in 0..4 freezes the stem and groups 1..k.
 FINE_TUNE_AFTER_BLOCKS = range(-1, 5)
@@ -65,6 +67,18 @@ def check_fine_tune_after_block(value: int, flag: bool = True):
         raise ValueError(f"{_named('fine_tune_after_block', flag)}={value} must be -1 (train "
                          "everything) or 0..4 (freeze the stem and the block groups up to that "
                          "one; 4 = linear evaluation).")
+
+
+def parse_augmentations(text: str, flag: bool = True) -> tuple:
+    """``"crop,color"`` -> ``("crop", "color")``; empty -> (); a bad name is named."""
+    names = tuple(name.strip() for name in text.split(",")) if text.strip() else ()
+    for name in names:
+        if name not in AUGMENTATIONS:
+            raise ValueError(f"{_named('augmentations', flag)}={text!r}: {name!r} is not a "
+                             f"transformation; use a comma-separated list of "
+                             f"{', '.join(AUGMENTATIONS)} (or nothing for SimCLR's standard "
+                             "views).")
+    return names
 
 
 def check_tpu_address(strategy: str, tpu_name, master):

@@ -162,7 +162,16 @@ class Config:
                                           "CIFAR-10).")
     color_jitter_impl: str = _field("v2", "v2 (multiplicative brightness) or v1 (additive).",
                                     choices=choices.COLOR_JITTER_IMPLS)
-    use_blur: bool = _field(True, "Gaussian blur (on device, per image) in pretraining.")
+    use_blur: bool = _field(True, "Gaussian blur (on device, per image) in pretraining's "
+                            "standard views (with --augmentations, list 'blur' instead).")
+    augmentations: str = _field(
+        "", "Replace SimCLR's standard views by these transformations, applied in order to "
+        "both views (and to fine-tuning's view): a comma-separated list of crop, cutout, "
+        "color, sobel, noise, blur, rotate (docs/ablations.md defines each). Empty: crop + "
+        "flip, colour distortion and --use_blur.")
+    augment_one_view: bool = _field(
+        False, "With --augmentations: one random crop shared by the two views, and the "
+        "transformations applied to the second view only (the paper's figure-5 setting).")
     jit_augment: bool = _field(
         True, "Compile the colour-distortion ops of the input pipeline with XLA (faster; "
         "values within 1e-6 of TF's kernels); --nojit_augment uses TF's kernels.")
@@ -251,6 +260,11 @@ class Config:
         spelling) is set."""
         return "tpu" if self.use_tpu and self.strategy == "auto" else self.strategy
 
+    @property
+    def device_blur(self) -> bool:
+        """Pretraining's standard views get the step's on-device blur."""
+        return self.train_mode == "pretrain" and self.use_blur and not self.augmentations
+
     def label_subset(self) -> LabelSubset:
         """The labelled examples of fine-tuning."""
         return LabelSubset(self.train_label_fraction, self.train_examples_per_class,
@@ -298,6 +312,10 @@ class Config:
                              "[0, 1.25] (contrast and saturation need 1 - 0.8 s >= 0).")
         choices.check_sk_ratio(self.sk_ratio)
         choices.check_se_ratio(self.se_ratio)
+        choices.parse_augmentations(self.augmentations)
+        if self.augment_one_view and not self.augmentations:
+            raise ValueError("--augment_one_view needs --augmentations=... (the "
+                             "transformations of the second view).")
         if self.semi_hard_negatives and self.loss == "nt_xent":
             raise ValueError("--semi_hard_negatives applies to --loss=nt_logistic or "
                              "margin_triplet; NT-Xent weighs every negative by its softmax.")

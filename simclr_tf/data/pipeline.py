@@ -11,7 +11,7 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
-from simclr_tf.data import augment, file_views, folder, shapes_dataset, sources
+from simclr_tf.data import augment, file_views, folder, shapes_dataset, sources, transforms
 
 BUILTIN = shapes_dataset.NAME
 FOLDER = folder.NAME
@@ -34,9 +34,14 @@ def get_source(dataset: str, data_dir: Optional[str] = None, seed: int = 0,
     return sources.TFDSSource(dataset, data_dir, accepted)
 
 
-def pretrain_map(image_size, strength, impl, xla):
+def pretrain_map(image_size, strength, impl, xla, recipe=None):
     """Two views per example, stacked on channels; with ``xla`` the views leave before their
-    colour distortion, with its draws, for ``augment.batch_distort_colors`` after batching."""
+    colour distortion, with its draws, for ``augment.batch_distort_colors`` after batching.
+    A ``transforms.Recipe`` replaces the standard views (no XLA step)."""
+    if recipe is not None:
+        return lambda image, label, seed=None: (
+            transforms.two_views(image, recipe, image_size, seed), label)
+
     def fn(image, label, seed=None):
         seeds = (None, None) if seed is None else tf.unstack(
             tf.random.experimental.stateless_split(seed, 2))
@@ -82,9 +87,13 @@ def _encoded_finetune_map(image_size):
     return fn
 
 
-def _example_map(mode, image_size, strength, impl, xla, encoded=False):
+def _example_map(mode, image_size, strength, impl, xla, encoded=False, recipe=None):
     """The per-example map of ``mode``: ``fn(image, label[, seed])`` (``encoded``: the
-    image is the file's bytes)."""
+    image is the file's bytes; ``recipe``: the training views of ``--augmentations``)."""
+    if recipe is not None and mode != "eval":
+        if mode == "pretrain":
+            return pretrain_map(image_size, strength, impl, xla, recipe)
+        return lambda im, lb, seed=None: (transforms.one_view(im, recipe, image_size, seed), lb)
     if encoded:
         return (_encoded_pretrain_map(image_size, strength, impl, xla) if mode == "pretrain"
                 else _encoded_finetune_map(image_size))
@@ -101,7 +110,8 @@ def build_dataset(source: sources.Source, split: str, mode: str, global_batch_si
                   color_jitter_strength: float = 1.0, color_jitter_impl: str = "v2",
                   cache: bool = False, seed: Optional[int] = None,
                   shuffle_buffer: Optional[int] = None,
-                  jit_augment: bool = True, window_decode: bool = True) -> tf.data.Dataset:
+                  jit_augment: bool = True, window_decode: bool = True,
+                  recipe: Optional[transforms.Recipe] = None) -> tf.data.Dataset:
     """A pipeline of per-replica batches ``(images, labels)``.
 
     Args:
@@ -125,6 +135,8 @@ def build_dataset(source: sources.Source, split: str, mode: str, global_batch_si
         decodes only the box holding the crops (``file_views``: the same views), unless
         ``cache`` asks to keep the decoded images; False decodes every image whole first, as
         the original did.
+      recipe: the training views of ``--augmentations`` instead of the standard ones (each
+        image decoded whole; no XLA colour step).
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not supported; use one of {MODES}.")
@@ -133,7 +145,9 @@ def build_dataset(source: sources.Source, split: str, mode: str, global_batch_si
     check_batch_divides(global_batch_size, num_replicas,
                         "train_batch_size" if training else "eval_batch_size")
     batch = global_batch_size // num_replicas
-    encoded = training and window_decode and not cache and source.reads_encoded
+    jit_augment = jit_augment and recipe is None
+    encoded = (training and window_decode and not cache and source.reads_encoded
+               and recipe is None)
     read = source.read_encoded if encoded else source.read
     ds = read(split, input_context, shuffle_files=training)
     if cache:
@@ -142,7 +156,7 @@ def build_dataset(source: sources.Source, split: str, mode: str, global_batch_si
         buffer = shuffle_buffer or batch * (50 if image_size <= 32 else 10)
         ds = ds.shuffle(buffer, seed=seed).repeat()
     fn = _example_map(mode, image_size, color_jitter_strength, color_jitter_impl, jit_augment,
-                      encoded)
+                      encoded, recipe)
     if training and seed is not None:
         if input_context is not None:  # each input pipeline draws its own augmentations
             seed = seed * 1009 + input_context.input_pipeline_id

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from simclr_tf.core import config as config_lib
-from simclr_tf.data import augment, sources
+from simclr_tf.data import augment, sources, transforms
 from simclr_tf.data import pipeline as data_lib
 
 
@@ -16,19 +16,20 @@ def view_pairs(cfg: config_lib.Config, source: sources.Source, num_images: int,
                num_pairs: int) -> Tuple[List[np.ndarray], np.ndarray]:
     """The first ``num_images`` training images (float [H, W, 3]) and ``num_pairs`` pairs of
     views of each, [n, pairs, 2, S, S, 3], from the pretraining pipeline of ``cfg`` (a seed per
-    pair; blurred on the device as the step does when ``cfg.use_blur``)."""
+    pair; blurred on the device as the step does when ``cfg.device_blur``)."""
     images = [image for image, _ in source.read(cfg.train_split).take(num_images)]
     originals = [augment.to_float(image).numpy() for image in images]
     # The pipeline's own map of an example to its two views, applied to these very images
     # (the training input would shuffle a folder's files).
     two_views = data_lib.pretrain_map(cfg.image_size, cfg.color_jitter_strength,
-                                      cfg.color_jitter_impl, xla=False)
+                                      cfg.color_jitter_impl, xla=False,
+                                      recipe=transforms.recipe_of(cfg))
     pairs = []
     for p in range(num_pairs):
         images_p = tf.stack([
             two_views(image, 0, seed=tf.constant([cfg.seed * 1000 + p, i], tf.int64))[0]
             for i, image in enumerate(images)])
-        if cfg.use_blur:
+        if cfg.device_blur:
             images_p = augment.blur_views(images_p, cfg.seed + p, tf.constant(0), 1)
         pairs.append(tf.stack(tf.split(images_p, 2, axis=-1), axis=1).numpy())
     return originals, np.stack(pairs, axis=1)

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from simclr_tf.core import config as config_lib
 from simclr_tf.core import step_plan
-from simclr_tf.data import folder, label_subsets, sources
+from simclr_tf.data import folder, label_subsets, sources, transforms
 from simclr_tf.data import pipeline as data_lib
 from simclr_tf.evaluation import knn as knn_lib
 
@@ -39,7 +39,7 @@ def build_inputs(cfg: config_lib.Config, strategy: tf.distribute.Strategy,
             source, cfg.train_split, mode, cfg.train_batch_size, cfg.image_size, ctx,
             color_jitter_strength=cfg.color_jitter_strength,
             color_jitter_impl=cfg.color_jitter_impl, jit_augment=cfg.jit_augment,
-            cache=cfg.cache_dataset, seed=cfg.seed))
+            cache=cfg.cache_dataset, seed=cfg.seed, recipe=transforms.recipe_of(cfg)))
     knn = cfg.train_mode == "pretrain" and cfg.knn_monitor and source.classifiable
     if knn:
         source.check_split(cfg.eval_split)

@@ -76,7 +76,7 @@ def make_replica_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
     gradients, so each replica's loss is divided by ``num_replicas``). Distilling, the
     ``teacher`` labels the replica's images in the step."""
     loss_scaling = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
-    blur = cfg.train_mode == "pretrain" and cfg.use_blur
+    blur = cfg.device_blur
 
     def replica_step(inputs):
         images, labels = inputs
