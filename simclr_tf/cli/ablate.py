@@ -1,12 +1,14 @@
 """simclr-ablate: one of the paper's studies, each cell pretrained and linear-evaluated.
 
   simclr-ablate --study=color_strength --flagfile=flags/demo.flags --model_dir=DIR
+  simclr-ablate --study=loss --flagfile=flags/demo.flags --budget_minutes=15 --model_dir=DIR
 
-Every cell is an ordinary pair of runs in ``DIR/<cell>/{pretrain,linear}`` with its
-flags.txt, on top of the flags given (a flagfile sizes the runs); an interrupted study
-continues where it stopped and never re-runs a finished cell. ``DIR/ablation.md`` has each
-cell's linear-evaluation and kNN top-1 beside the paper's figure. Studies: color_strength,
-temperature.
+Every cell is an ordinary pair of runs in ``DIR/<cell>/{pretrain,linear}`` (a supervised
+cell: one run in ``DIR/<cell>/supervised``) with its flags.txt, on top of the flags given (a
+flagfile sizes the runs, or --budget_minutes does); an interrupted study continues where it
+stopped and never re-runs a finished run. ``DIR/ablation.md`` has each cell's top-1 and kNN
+top-1 beside the paper's figure, ``DIR/ablation.png`` its chart. Studies: color_strength,
+augmentation_pairs, projection_head, temperature, loss, batch_size (docs/ablations.md).
 """
 
 import os
@@ -16,7 +18,14 @@ from absl import flags
 from simclr_tf.cli import flags as cli_flags
 
 cli_flags.define_flags(train_mode="pretrain")
-STUDY = flags.DEFINE_string("study", None, "The study to run: color_strength or temperature.")
+STUDY = flags.DEFINE_string(
+    "study", None, "The study to run: color_strength, augmentation_pairs, projection_head, "
+    "temperature, loss or batch_size.")
+BUDGET = flags.DEFINE_float(
+    "budget_minutes", 0.0, "Fit the whole study into this many minutes: probe runs measure "
+    "this machine, then every cell pretrains for the steps that fit (kept in "
+    "DIR/budget.json for a resumed study). 0: the flags' --train_steps / --train_epochs.",
+    lower_bound=0.0)
 LINEAR_STEPS = flags.DEFINE_integer(
     "linear_eval_steps", 200, "Training steps of each cell's linear evaluation.",
     lower_bound=1)
@@ -25,7 +34,8 @@ LINEAR_LR = flags.DEFINE_float(
     "(Nesterov momentum, linear scaling, no warm-up, no weight decay).")
 LINEAR_BATCH = flags.DEFINE_integer(
     "linear_eval_batch_size", 256, "Global batch of the linear evaluations.", lower_bound=1)
-EXTRA = ("study", "linear_eval_steps", "linear_eval_learning_rate", "linear_eval_batch_size")
+EXTRA = ("study", "budget_minutes", "linear_eval_steps", "linear_eval_learning_rate",
+         "linear_eval_batch_size")
 
 
 def _write_flags(cfg):
@@ -36,18 +46,19 @@ def _write_flags(cfg):
 
 def main(cfg, explicit):
     del explicit
-    from simclr_tf.tools import ablation  # late: keep --help and flag errors fast
+    from simclr_tf.tools import ablation_studies  # late: keep --help and flag errors fast
 
-    if STUDY.value not in ablation.STUDIES:
-        raise ValueError(f"--study={STUDY.value!r} is not a study; use one of "
-                         f"{', '.join(ablation.STUDIES)}.")
+    study = ablation_studies.get(STUDY.value)
+    from simclr_tf.tools import ablation  # noqa: PLC0415 (TensorFlow: after the checks)
+
     if not cfg.model_dir:
         raise ValueError("--model_dir is required: the study's folder.")
     from simclr_tf.runs import run_folder  # noqa: PLC0415
 
     run_folder.output_folder(cfg.model_dir, "model_dir")
     linear = ablation.LinearSettings(LINEAR_STEPS.value, LINEAR_LR.value, LINEAR_BATCH.value)
-    ablation.run(ablation.STUDIES[STUDY.value], cfg, linear, before_run=_write_flags)
+    ablation.run(study, cfg, linear, before_run=_write_flags,
+                 budget_minutes=BUDGET.value or None)
 
 
 def run():

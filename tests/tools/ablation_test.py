@@ -1,46 +1,131 @@
-"""simclr-ablate: the studies' cells, the table from fixed results, and a tiny study end to
-end with its resume (a finished cell is never trained again)."""
+"""simclr-ablate: the studies' cells, the table and chart from fixed results, the budget's
+arithmetic, and a tiny study end to end with its resume (a finished run is never trained
+again), a shared pretraining and a supervised cell."""
 
 import json
 import os
 
+import numpy as np
+import pytest
 
-from simclr_tf.tools import ablation
+from simclr_tf.core import choices
+from simclr_tf.tools import ablation, ablation_budget, ablation_chart
+from simclr_tf.tools import ablation_studies as studies
 from simclr_tf.training import train
 
 LINEAR = ablation.LinearSettings(steps=2, learning_rate=0.2, batch_size=8)
-TINY_STUDY = ablation.Study(
-    "tiny", "Two temperatures", (ablation.Cell("a", "temperature 0.5", {"temperature": 0.5}),
-                                 ablation.Cell("b", "temperature 1", {"temperature": 1.0}, 42.0)),
+TINY_STUDY = studies.Study(
+    "tiny", "Two temperatures", (studies.Cell("a", "temperature 0.5", {"temperature": 0.5}),
+                                 studies.Cell("b", "temperature 1", {"temperature": 1.0}, 42.0)),
     "a test")
 
 
-def test_the_colour_study_is_the_papers_table_1_and_its_cells_are_valid_runs(tiny, tmp_path):
-    study = ablation.STUDIES["color_strength"]
-    assert [c.overrides["color_jitter_strength"] for c in study.cells] == [
+def test_the_studies_are_the_papers(tiny, tmp_path):
+    colour = studies.STUDIES["color_strength"].cells
+    simclr = [c for c in colour if not c.supervised]
+    assert [c.overrides["color_jitter_strength"] for c in simclr] == [
         0.0, 0.125, 0.25, 0.5, 1.0, 1.0]
-    assert [c.overrides["use_blur"] for c in study.cells] == [False] * 5 + [True]
-    assert [c.paper for c in study.cells] == [None, 59.6, 61.0, 62.6, 63.2, 64.5]
-    assert [c.overrides["temperature"] for c in ablation.STUDIES["temperature"].cells] == [
-        0.05, 0.1, 0.5, 1.0]
-    for name, study in ablation.STUDIES.items():
-        assert len({c.name for c in study.cells}) == len(study.cells), name
-        for cell in study.cells:  # every cell makes a valid pair of runs in its own folders
-            pre, lin = ablation.cell_configs(tiny(tmp_path), cell, LINEAR, str(tmp_path))
-            assert pre.model_dir == str(tmp_path / cell.name / "pretrain")
-            assert lin.checkpoint == pre.model_dir and lin.linear_eval
-            for key, value in cell.overrides.items():
-                assert getattr(pre, key) == getattr(lin, key) == value
+    assert [c.overrides["use_blur"] for c in simclr] == [False] * 5 + [True]
+    assert [c.paper for c in simclr] == [None, 59.6, 61.0, 62.6, 63.2, 64.5]
+    supervised = [c for c in colour if c.supervised]
+    assert [c.overrides["augmentations"] for c in supervised] == ["crop,color"] * 4 + [
+        "crop,color,blur"]
+    assert [c.paper for c in supervised] == [77.0, None, None, None, 75.4]
+    temperature = studies.STUDIES["temperature"].cells
+    assert [(c.overrides["temperature"], c.paper) for c in temperature] == [
+        (0.05, 59.7), (0.1, 64.4), (0.5, 60.7), (1.0, 58.0)]
+    pairs = studies.STUDIES["augmentation_pairs"].cells
+    assert len(pairs) == 49 and {c.row for c in pairs} == set(choices.AUGMENTATIONS)
+    assert all(c.overrides["augment_one_view"] for c in pairs)
+    assert [c.overrides["augmentations"] for c in pairs[:3]] == [
+        "crop", "crop,cutout", "crop,color"]
+    loss = {c.name: c.paper for c in studies.STUDIES["loss"].cells}
+    assert loss == {"nt_xent": 63.9, "nt_logistic": 51.6, "margin_triplet": 50.9,
+                    "nt_logistic_sh": 57.9, "margin_triplet_sh": 57.5}
+
+
+@pytest.mark.parametrize("name", list(studies.STUDIES))
+def test_every_cell_makes_valid_runs_in_its_own_folders(name, tiny, tmp_path):
+    base = tiny(tmp_path, train_steps=400)
+    for cell in studies.STUDIES[name].cells:
+        runs = ablation.cell_configs(base, cell, LINEAR, str(tmp_path))
+        last = runs[-1]
+        for key, value in cell.overrides.items():  # on the run that trains the encoder
+            assert getattr(runs[0], key) == value, (cell.name, key)
+        if cell.supervised:
+            assert len(runs) == 1 and last.train_mode == "finetune"
+            assert last.checkpoint is None and last.fine_tune_after_block == -1
+            assert last.model_dir == str(tmp_path / cell.name / "supervised")
+            continue
+        pre, lin = runs
+        assert pre.model_dir == str(tmp_path / cell.pretrain_name / "pretrain")
+        assert lin.model_dir == str(tmp_path / cell.name / "linear")
+        assert lin.checkpoint == pre.model_dir and lin.linear_eval
+        for key, value in cell.linear.items():
+            assert getattr(lin, key) == value
+        # Every cell trains cell.length x the base run's examples, whatever its batch.
+        examples = pre.train_steps * pre.train_batch_size
+        assert examples == pytest.approx(base.train_steps * base.train_batch_size * cell.length,
+                                         rel=0.5 / pre.train_steps)
+
+
+def test_the_projection_head_study_shares_each_pretraining():
+    cells = {c.name: c for c in studies.STUDIES["projection_head"].cells}
+    assert cells["linear_h"].pretrain_name == cells["linear_gh"].pretrain_name == "linear"
+    assert cells["nonlinear_gh"].linear == {"ft_proj_selector": -1}
+    assert cells["nonlinear_h"].linear == {"ft_proj_selector": 0}
 
 
 def test_the_table_shows_each_cell_its_figures_and_the_papers():
     lines = ablation.table_lines(TINY_STUDY, {"a": {"top1": 0.51234, "knn_top1": 0.25},
-                                              "b": {"top1": None, "knn_top1": 0.5}})
+                                              "b": {"top1": None, "knn_top1": 0.5}}, "how")
     rows = [line for line in lines if line.startswith("| temperature")]
     assert rows == ["| temperature 0.5 | `--temperature=0.5` | 51.2 | 25.0 | - |",
                     "| temperature 1 | `--temperature=1.0` | - | 50.0 | 42.0 |"]
-    assert lines[-1] == "The paper: a test."
+    assert lines[2] == "how" and lines[-1] == "The paper: a test."
     assert ablation.table_lines(TINY_STUDY, {})[4].endswith("| - | - | - |")
+
+
+def test_the_chart_grid_places_each_cell():
+    study = studies.STUDIES["augmentation_pairs"]
+    results = {"crop+color": {"top1": 0.5}, "rotate": {"top1": 0.1}}
+    rows, cols, values = ablation_chart.grid(study, results)
+    assert rows == cols == list(choices.AUGMENTATIONS)
+    assert values[0, 2] == 50.0 and values[6, 6] == 10.0
+    assert np.isnan(values).sum() == 47
+    rows, cols, values = ablation_chart.grid(studies.STUDIES["batch_size"],
+                                             {"b512_x2": {"top1": 0.25}})
+    assert rows == ["1x epochs", "2x epochs"] and cols == ["32", "128", "512"]
+    assert values[1, 2] == 25.0 and np.isnan(values).sum() == 5
+
+
+@pytest.mark.parametrize("name", ["augmentation_pairs", "color_strength", "loss"])
+def test_the_chart_is_written_from_fixed_results(name, tmp_path):
+    from PIL import Image  # noqa: PLC0415
+
+    study = studies.STUDIES[name]
+    results = {c.name: {"top1": (i % 7) / 10} for i, c in enumerate(study.cells)}
+    path = ablation_chart.write_chart(study, results, str(tmp_path / "ablation.png"), "note")
+    with Image.open(path) as image:
+        width, height = image.size
+        colours = len(set(image.convert("RGB").getdata()))
+    assert width > 400 and height > 250 and colours > 20  # drawn, not blank
+    assert os.listdir(tmp_path) == ["ablation.png"]  # no temporary file left
+
+
+def test_the_budget_is_solved_from_the_measured_times(tiny):
+    timing = ablation_budget.Timing(seconds_per_step=0.5, run_overhead=10.0,
+                                    linear_seconds=20.0, probe_seconds=30.0)
+    cfg = tiny("unused")
+    # TINY_STUDY: 2 pretrainings (10 s each) + 2 linear evaluations (20 s each) + probe 30 s
+    # = 90 s fixed; 10 minutes leave 510 s for 2 x 0.5 s per step: 510 steps.
+    assert ablation_budget.steps_for(TINY_STUDY, cfg, timing, 10) == 510
+    heads = studies.STUDIES["projection_head"]  # 3 pretrainings, 5 linear evaluations
+    assert ablation_budget.steps_for(heads, cfg, timing, 10) == int(
+        (600 - 30 - 100 - 30) / 1.5)
+    with pytest.raises(ValueError, match=r"--budget_minutes=1 is too short for --study=tiny.*"
+                                         r"at least 2 minutes"):
+        ablation_budget.steps_for(TINY_STUDY, cfg, timing, 1)
 
 
 def test_a_tiny_study_runs_writes_its_table_and_resumes_without_training_again(
@@ -58,6 +143,7 @@ def test_a_tiny_study_runs_writes_its_table_and_resumes_without_training_again(
         assert results[name] == {"top1": linear["top1"], "knn_top1": pretrained.get("knn_top1")}
     table = (tmp_path / "study" / "ablation.md").read_text()
     assert f"| temperature 0.5 | `--temperature=0.5` | {100 * results['a']['top1']:.1f} |" in table
+    assert (tmp_path / "study" / "ablation.png").stat().st_size > 1000
 
     calls = []
     original = train.run
@@ -71,6 +157,49 @@ def test_a_tiny_study_runs_writes_its_table_and_resumes_without_training_again(
     assert again["a"] == results["a"]
 
 
+def _head_inputs(run_dir) -> int:
+    import tensorflow as tf  # noqa: PLC0415
+
+    latest = tf.train.latest_checkpoint(str(run_dir))
+    shapes = [shape for name, shape in tf.train.list_variables(latest)
+              if name == "model/supervised_head/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE"]
+    assert len(shapes) == 1, shapes
+    return shapes[0][0]
+
+
+def test_shared_pretraining_supervised_cells_and_the_budget(tiny, tmp_path, monkeypatch):
+    study = studies.Study("mixed", "mixed", (
+        studies.Cell("h", "on h", {}, pretrain="enc"),
+        studies.Cell("gh", "on g(h)", {}, pretrain="enc", linear={"ft_proj_selector": -1}),
+        studies.Cell("sup", "supervised", {"augmentations": "crop,sobel"}, supervised=True)),
+        "a test")
+    calls = []
+    original = train.run
+    monkeypatch.setattr(train, "run", lambda c, **kw: calls.append(
+        (os.path.relpath(c.model_dir, tmp_path), c.train_steps)) or original(c, **kw))
+    monkeypatch.setattr(ablation_budget, "steps_for", lambda *a: 3)  # the solve is tested above
+    cfg = tiny(tmp_path / "s", train_steps=2, checkpoint_steps=2, steps_per_loop=2)
+    results = ablation.run(study, cfg, LINEAR, budget_minutes=5)
+    probe = [c for c in calls if c[0].startswith("s/_probe")]
+    assert probe == [("s/_probe/pretrain", 5), ("s/_probe/pretrain", 45),
+                     ("s/_probe/linear", 2)]
+    cells = calls[len(probe):]
+    assert cells == [("s/enc/pretrain", 3), ("s/h/linear", 2), ("s/gh/linear", 2),
+                     ("s/sup/supervised", 3)]  # the shared pretraining ran once
+    with open(tmp_path / "s" / "budget.json") as f:
+        kept = json.load(f)
+    assert kept["train_steps"] == 3 and kept["seconds_per_step"] > 0
+    with open(tmp_path / "s" / "sup" / "supervised" / "summary.json") as f:
+        assert results["sup"] == {"top1": json.load(f)["top1"], "knn_top1": None}
+    # One encoder, two taps: the linear head reads h (width 128) or g(h) (proj_out_dim 16).
+    assert _head_inputs(tmp_path / "s" / "h" / "linear") == 128
+    assert _head_inputs(tmp_path / "s" / "gh" / "linear") == 16
+    # Resumed with another budget: the kept sizing, no probe, nothing trained again.
+    calls.clear()
+    assert ablation.run(study, cfg, LINEAR, budget_minutes=50) == results
+    assert calls == []
+
+
 def test_the_program_names_an_unknown_study(tmp_path):
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
@@ -80,4 +209,4 @@ def test_the_program_names_an_unknown_study(tmp_path):
                           timeout=300)
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2 and "--study='colour' is not a study" in last, last
-    assert "color_strength, temperature" in last
+    assert "color_strength, augmentation_pairs, projection_head, temperature, loss" in last

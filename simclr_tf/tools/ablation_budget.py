@@ -1,0 +1,125 @@
+"""``simclr-ablate --budget_minutes``: the pretraining length that fits a study into a time.
+
+Two short probe runs in ``DIR/_probe`` measure this machine on the study's flags: a
+pretraining of ``FIRST`` steps, resumed to ``FIRST + TIMED`` (the difference of their wall
+times is ``TIMED`` steps without the start-up, compilation, evaluation and export that both
+pay: that is the run overhead), and one linear evaluation of the probe. The study's time is
+then modelled as
+
+    runs x overhead + linear evaluations x their time + examples x seconds per example,
+
+where a cell's examples are ``steps x batch x cell.length`` (a supervised run is counted as
+a pretraining run of the same length, a little more than it costs), and solved for the
+steps at the run's batch. The sizing is kept in ``DIR/budget.json``: a resumed study reuses
+it, so its cells stay comparable.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Callable, Dict, Optional
+
+from simclr_tf.core import config as config_lib
+from simclr_tf.tools import ablation_studies as studies
+from simclr_tf.tools import demo
+from simclr_tf.training import train
+
+BUDGET_FILE = "budget.json"
+PROBE_DIR = "_probe"
+FIRST, TIMED = 5, 40
+MIN_STEPS = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    seconds_per_step: float  # pretraining at the run's batch, steady state
+    run_overhead: float  # seconds of a run's start-up, compilation, evaluation and export
+    linear_seconds: float  # one linear evaluation, all included
+    probe_seconds: float  # what measuring took
+
+
+def _timed(cfg: config_lib.Config, before_run) -> float:
+    os.makedirs(cfg.model_dir, exist_ok=True)
+    if before_run:
+        before_run(cfg)
+    start = time.time()
+    train.run(cfg)
+    return time.time() - start
+
+
+def measure(cfg: config_lib.Config, linear, root: str,
+            before_run: Optional[Callable[[config_lib.Config], None]] = None) -> Timing:
+    """Probe runs of ``cfg`` (the study's flags, before any cell's) in ``root/_probe``."""
+    start = time.time()
+    probe = dataclasses.replace(
+        cfg, model_dir=os.path.join(root, PROBE_DIR, "pretrain"), train_steps=FIRST,
+        checkpoint_steps=FIRST, steps_per_loop=FIRST, keep_hub_module_max=0).validate()
+    first = _timed(probe, before_run)
+    second = _timed(dataclasses.replace(probe, train_steps=FIRST + TIMED,
+                                        checkpoint_steps=FIRST + TIMED,
+                                        steps_per_loop=TIMED), before_run)
+    per_step = max(second - first, 1e-3) / (TIMED - FIRST)
+    lin = demo.linear_eval_config(probe, os.path.join(root, PROBE_DIR, "linear"),
+                                  probe.model_dir, linear.steps, linear.learning_rate,
+                                  linear.batch_size).validate()
+    linear_seconds = _timed(lin, before_run)
+    return Timing(per_step, max(first - FIRST * per_step, 0.0), linear_seconds,
+                  time.time() - start)
+
+
+def steps_for(study: studies.Study, cfg: config_lib.Config, timing: Timing,
+              budget_minutes: float) -> int:
+    """The pretraining steps (at ``cfg``'s batch) that fit ``study`` into the budget left
+    after the probe; an error naming the budget needed when not even ``MIN_STEPS`` fit."""
+    pretrainings = {c.pretrain_name: c.length for c in study.cells if not c.supervised}
+    supervised = [c.length for c in study.cells if c.supervised]
+    linears = sum(not c.supervised for c in study.cells)
+    fixed = ((len(pretrainings) + len(supervised)) * timing.run_overhead
+             + linears * timing.linear_seconds + timing.probe_seconds)
+    per_step = timing.seconds_per_step * (sum(pretrainings.values()) + sum(supervised))
+    steps = int((budget_minutes * 60 - fixed) / per_step)
+    if steps < MIN_STEPS:
+        needed = (fixed + MIN_STEPS * per_step) / 60
+        raise ValueError(
+            f"--budget_minutes={budget_minutes:g} is too short for --study={study.name} on "
+            f"this machine: its {len(study.cells)} cells need at least {needed:.0f} minutes "
+            f"for {MIN_STEPS} pretraining steps each at batch {cfg.train_batch_size} "
+            f"(measured: {timing.seconds_per_step:.2f} s per step, {timing.run_overhead:.0f} s "
+            f"per run, {timing.linear_seconds:.0f} s per linear evaluation).")
+    return steps
+
+
+def sized(study: studies.Study, cfg: config_lib.Config, linear, budget_minutes: float,
+          before_run=None) -> config_lib.Config:
+    """``cfg`` with the ``train_steps`` that fit the budget: measured and solved the first
+    time (and kept in ``DIR/budget.json``), read back when the study resumes."""
+    path = os.path.join(cfg.model_dir, BUDGET_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            kept = json.load(f)
+        print(f"ablate {study.name}: the cells keep the sizing of {path}: "
+              f"{kept['train_steps']} steps (budget {kept['budget_minutes']:g} min)", flush=True)
+        return _with_steps(cfg, kept["train_steps"])
+    print(f"ablate {study.name}: measuring this machine for --budget_minutes="
+          f"{budget_minutes:g} (probe runs in {os.path.join(cfg.model_dir, PROBE_DIR)})",
+          flush=True)
+    timing = measure(cfg, linear, cfg.model_dir, before_run)
+    steps = steps_for(study, cfg, timing, budget_minutes)
+    record: Dict = {"budget_minutes": budget_minutes, "train_steps": steps,
+                    "train_batch_size": cfg.train_batch_size, **dataclasses.asdict(timing)}
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, path)
+    print(f"ablate {study.name}: {steps} pretraining steps per cell at batch "
+          f"{cfg.train_batch_size} ({timing.seconds_per_step:.3f} s per step, "
+          f"{timing.run_overhead:.0f} s per run, {timing.linear_seconds:.0f} s per linear "
+          "evaluation)", flush=True)
+    return _with_steps(cfg, steps)
+
+
+def _with_steps(cfg: config_lib.Config, steps: int) -> config_lib.Config:
+    return dataclasses.replace(cfg, train_steps=steps,
+                               checkpoint_steps=min(cfg.checkpoint_steps or steps, steps),
+                               steps_per_loop=min(cfg.steps_per_loop, steps)).validate()
