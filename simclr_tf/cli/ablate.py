@@ -21,6 +21,9 @@ cli_flags.define_flags(train_mode="pretrain")
 STUDY = flags.DEFINE_string(
     "study", None, "The study to run: color_strength, augmentation_pairs, projection_head, "
     "temperature, loss or batch_size.")
+CELLS = flags.DEFINE_string(
+    "cells", "", "Run only these cells of the study (their names, comma-separated, as "
+    "DIR/<cell> and ablation.md name them); empty: every cell.")
 BUDGET = flags.DEFINE_float(
     "budget_minutes", 0.0, "Fit the whole study into this many minutes: probe runs measure "
     "this machine, then every cell pretrains for the steps that fit (kept in "
@@ -34,7 +37,7 @@ LINEAR_LR = flags.DEFINE_float(
     "(Nesterov momentum, linear scaling, no warm-up, no weight decay).")
 LINEAR_BATCH = flags.DEFINE_integer(
     "linear_eval_batch_size", 256, "Global batch of the linear evaluations.", lower_bound=1)
-EXTRA = ("study", "budget_minutes", "linear_eval_steps", "linear_eval_learning_rate",
+EXTRA = ("study", "cells", "budget_minutes", "linear_eval_steps", "linear_eval_learning_rate",
          "linear_eval_batch_size")
 
 
@@ -48,7 +51,7 @@ def main(cfg, explicit):
     del explicit
     from simclr_tf.tools import ablation_studies  # late: keep --help and flag errors fast
 
-    study = ablation_studies.get(STUDY.value)
+    study = ablation_studies.get(STUDY.value, CELLS.value)
     from simclr_tf.tools import ablation  # noqa: PLC0415 (TensorFlow: after the checks)
 
     if not cfg.model_dir:

@@ -99,9 +99,10 @@ def run(study: studies.Study, cfg: config_lib.Config, linear: LinearSettings,
     root, results, start, ran = cfg.model_dir, {}, time.time(), 0
     if budget_minutes:
         cfg = ablation_budget.sized(study, cfg, linear, budget_minutes, before_run)
+    cells_start = time.time()  # the ETA is of the cells alone, without the probe
     for i, cell in enumerate(study.cells, 1):
         left = len(study.cells) - i + 1
-        eta = ((time.time() - start) / ran * left) if ran else None
+        eta = ((time.time() - cells_start) / ran * left) if ran else None
         print(f"ablate {study.name} {i}/{len(study.cells)}: {cell.label} | elapsed "
               f"{_clock(time.time() - start)} | ETA {_clock(eta) if eta is not None else '-'}",
               flush=True)

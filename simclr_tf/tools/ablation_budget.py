@@ -1,17 +1,19 @@
 """``simclr-ablate --budget_minutes``: the pretraining length that fits a study into a time.
 
-Two short probe runs in ``DIR/_probe`` measure this machine on the study's flags: a
-pretraining of ``FIRST`` steps, resumed to ``FIRST + TIMED`` (the difference of their wall
-times is ``TIMED`` steps without the start-up, compilation, evaluation and export that both
-pay: that is the run overhead), and one linear evaluation of the probe. The study's time is
-then modelled as
+Short probe runs in ``DIR/_probe`` measure this machine on the study's flags: a pretraining
+of ``WARM`` steps (it pays what only a first run pays: the kernel calibration, the view
+grid), resumed for ``SHORT`` steps, then for ``LONG`` more (the difference of the two resumed
+runs' wall times is ``LONG - SHORT`` steps; what is left of the short one is the run
+overhead: start-up, compilation, evaluation and export), and one linear evaluation. The
+study's time is then modelled as
 
-    runs x overhead + linear evaluations x their time + examples x seconds per example,
+    runs x overhead + linear evaluations x their time + steps x sum of lengths x step time,
 
-where a cell's examples are ``steps x batch x cell.length`` (a supervised run is counted as
-a pretraining run of the same length, a little more than it costs), and solved for the
-steps at the run's batch. The sizing is kept in ``DIR/budget.json``: a resumed study reuses
-it, so its cells stay comparable.
+where a cell's length scales its examples (a cell with another batch trains the same
+examples; a supervised run is counted as a pretraining run, a little more than it costs),
+and solved for the steps at the run's batch. Like the probes, the sized runs checkpoint and
+evaluate once, at the end. The sizing is kept in ``DIR/budget.json``: a resumed study
+reuses it, so its cells stay comparable.
 """
 
 import dataclasses
@@ -27,7 +29,7 @@ from simclr_tf.training import train
 
 BUDGET_FILE = "budget.json"
 PROBE_DIR = "_probe"
-FIRST, TIMED = 5, 40
+WARM, SHORT, LONG = 5, 10, 50
 MIN_STEPS = 20
 
 
@@ -53,18 +55,20 @@ def measure(cfg: config_lib.Config, linear, root: str,
     """Probe runs of ``cfg`` (the study's flags, before any cell's) in ``root/_probe``."""
     start = time.time()
     probe = dataclasses.replace(
-        cfg, model_dir=os.path.join(root, PROBE_DIR, "pretrain"), train_steps=FIRST,
-        checkpoint_steps=FIRST, steps_per_loop=FIRST, keep_hub_module_max=0).validate()
-    first = _timed(probe, before_run)
-    second = _timed(dataclasses.replace(probe, train_steps=FIRST + TIMED,
-                                        checkpoint_steps=FIRST + TIMED,
-                                        steps_per_loop=TIMED), before_run)
-    per_step = max(second - first, 1e-3) / (TIMED - FIRST)
+        cfg, model_dir=os.path.join(root, PROBE_DIR, "pretrain"), train_steps=WARM,
+        checkpoint_steps=WARM, steps_per_loop=WARM, keep_hub_module_max=0).validate()
+    _timed(probe, before_run)
+    times = []
+    for steps in (SHORT, LONG):
+        probe = dataclasses.replace(probe, train_steps=probe.train_steps + steps,
+                                    checkpoint_steps=steps, steps_per_loop=steps)
+        times.append(_timed(probe, before_run))
+    per_step = max(times[1] - times[0], 1e-3) / (LONG - SHORT)
     lin = demo.linear_eval_config(probe, os.path.join(root, PROBE_DIR, "linear"),
                                   probe.model_dir, linear.steps, linear.learning_rate,
                                   linear.batch_size).validate()
     linear_seconds = _timed(lin, before_run)
-    return Timing(per_step, max(first - FIRST * per_step, 0.0), linear_seconds,
+    return Timing(per_step, max(times[0] - SHORT * per_step, 0.0), linear_seconds,
                   time.time() - start)
 
 
@@ -120,6 +124,7 @@ def sized(study: studies.Study, cfg: config_lib.Config, linear, budget_minutes: 
 
 
 def _with_steps(cfg: config_lib.Config, steps: int) -> config_lib.Config:
-    return dataclasses.replace(cfg, train_steps=steps,
-                               checkpoint_steps=min(cfg.checkpoint_steps or steps, steps),
+    """``steps`` of training, checkpointed and evaluated once, at the end, as the probe
+    runs are (each evaluation during a run would be time the budget did not measure)."""
+    return dataclasses.replace(cfg, train_steps=steps, checkpoint_steps=steps,
                                steps_per_loop=min(cfg.steps_per_loop, steps)).validate()

@@ -2,10 +2,10 @@
 
 No TensorFlow here: matplotlib's Agg backend draws into a file. The form follows the
 paper's figure for the study: bars of our top-1 beside the paper's figure (``bars``), bars
-of each row of cells across the columns (``grouped``: the colour strengths of table 1 for
-SimCLR and supervised, the projection heads of figure 8 on h and g(h), the batch sizes of
-figure 9 at each length), or the 7 x 7 heat map of figure 5 with its row averages
-(``heatmap``).
+of each row of cells across the columns with the paper's figures as black marks
+(``grouped``: the colour strengths of table 1 for SimCLR and supervised, the projection
+heads of figure 8 on h and g(h), the batch sizes of figure 9 at each length), or the 7 x 7
+heat map of figure 5 with its row averages (``heatmap``).
 """
 
 import os
@@ -56,8 +56,14 @@ def _grouped(axis, study, results):
     rows, cols, values = grid(study, results)
     x = np.arange(len(cols))
     width = 0.8 / len(rows)
+    offset = {row: (r - (len(rows) - 1) / 2) * width for r, row in enumerate(rows)}
     for r, row in enumerate(rows):
-        axis.bar(x + (r - (len(rows) - 1) / 2) * width, values[r], width, label=row or "ours")
+        axis.bar(x + offset[row], values[r], width, label=row or "ours")
+    papers = [(cols.index(c.col) + offset[c.row or rows[0]], c.paper) for c in study.cells
+              if c.paper is not None and c.col is not None]
+    if papers:
+        axis.scatter(*zip(*papers), marker="_", s=400, color="black", zorder=3,
+                     label="paper (ImageNet)")
     axis.set_xticks(x, cols, fontsize=8)
     axis.legend(fontsize=8)
 

@@ -153,9 +153,19 @@ STUDIES = {
 }
 
 
-def get(name: str) -> Study:
-    """The study ``name``, or an error naming the studies there are."""
+def get(name: str, cells: str = "") -> Study:
+    """The study ``name``, or an error naming the studies there are; ``cells`` (names,
+    comma-separated) keeps only those cells, in the study's order."""
     if name not in STUDIES:
         raise ValueError(f"--study={name!r} is not a study; use one of "
                          f"{', '.join(STUDIES)}.")
-    return STUDIES[name]
+    study = STUDIES[name]
+    wanted = [c.strip() for c in cells.split(",") if c.strip()]
+    if not wanted:
+        return study
+    names = [c.name for c in study.cells]
+    unknown = [c for c in wanted if c not in names]
+    if unknown:
+        raise ValueError(f"--cells={cells!r}: {', '.join(unknown)} not in --study={name}; its "
+                         f"cells are {', '.join(names)}.")
+    return dataclasses.replace(study, cells=tuple(c for c in study.cells if c.name in wanted))

@@ -69,6 +69,15 @@ def test_every_cell_makes_valid_runs_in_its_own_folders(name, tiny, tmp_path):
                                          rel=0.5 / pre.train_steps)
 
 
+def test_cells_can_be_chosen_and_bad_names_are_named():
+    study = studies.get("color_strength", "supervised_s1, s0")
+    assert [c.name for c in study.cells] == ["s0", "supervised_s1"]  # the study's order
+    assert studies.get("loss").cells == studies.STUDIES["loss"].cells
+    with pytest.raises(ValueError, match=r"--cells='s9': s9 not in --study=temperature; its "
+                                         r"cells are t0.05, t0.1, t0.5, t1"):
+        studies.get("temperature", "s9")
+
+
 def test_the_projection_head_study_shares_each_pretraining():
     cells = {c.name: c for c in studies.STUDIES["projection_head"].cells}
     assert cells["linear_h"].pretrain_name == cells["linear_gh"].pretrain_name == "linear"
@@ -181,8 +190,8 @@ def test_shared_pretraining_supervised_cells_and_the_budget(tiny, tmp_path, monk
     cfg = tiny(tmp_path / "s", train_steps=2, checkpoint_steps=2, steps_per_loop=2)
     results = ablation.run(study, cfg, LINEAR, budget_minutes=5)
     probe = [c for c in calls if c[0].startswith("s/_probe")]
-    assert probe == [("s/_probe/pretrain", 5), ("s/_probe/pretrain", 45),
-                     ("s/_probe/linear", 2)]
+    assert probe == [("s/_probe/pretrain", 5), ("s/_probe/pretrain", 15),
+                     ("s/_probe/pretrain", 65), ("s/_probe/linear", 2)]
     cells = calls[len(probe):]
     assert cells == [("s/enc/pretrain", 3), ("s/h/linear", 2), ("s/gh/linear", 2),
                      ("s/sup/supervised", 3)]  # the shared pretraining ran once
