@@ -54,11 +54,15 @@ def cell_configs(cfg: config_lib.Config, cell: studies.Cell, linear: LinearSetti
 
 def _length(base: config_lib.Config, cfg: config_lib.Config, length: float) -> Dict:
     """The duration of ``cfg`` that trains ``length`` x the examples of ``base`` (steps
-    rescaled when the cell changes the batch)."""
+    rescaled when the cell changes the batch), with as many checkpoints as ``base``."""
     if base.train_steps == 0:
         return {"train_epochs": base.train_epochs * length}
     examples = base.train_steps * base.train_batch_size * length
-    return {"train_steps": max(1, round(examples / cfg.train_batch_size))}
+    steps = max(1, round(examples / cfg.train_batch_size))
+    if not base.checkpoint_steps:
+        return {"train_steps": steps}
+    every = max(1, round(base.checkpoint_steps * steps / base.train_steps))
+    return {"train_steps": steps, "checkpoint_steps": every}
 
 
 def _summary(model_dir: str) -> Optional[Dict]:

@@ -90,7 +90,8 @@ def steps_for(study: studies.Study, cfg: config_lib.Config, timing: Timing,
             f"this machine: its {len(study.cells)} cells need at least {needed:.0f} minutes "
             f"for {MIN_STEPS} pretraining steps each at batch {cfg.train_batch_size} "
             f"(measured: {timing.seconds_per_step:.2f} s per step, {timing.run_overhead:.0f} s "
-            f"per run, {timing.linear_seconds:.0f} s per linear evaluation).")
+            f"per run, {timing.linear_seconds:.0f} s per linear evaluation). Give more "
+            "minutes, or smaller runs (flags/demo.flags: a width-0.25 ResNet-18 at 24 px).")
     return steps
 
 

@@ -46,7 +46,7 @@ def test_the_studies_are_the_papers(tiny, tmp_path):
 
 @pytest.mark.parametrize("name", list(studies.STUDIES))
 def test_every_cell_makes_valid_runs_in_its_own_folders(name, tiny, tmp_path):
-    base = tiny(tmp_path, train_steps=400)
+    base = tiny(tmp_path, train_steps=400, checkpoint_steps=100)  # 4 checkpoints
     for cell in studies.STUDIES[name].cells:
         runs = ablation.cell_configs(base, cell, LINEAR, str(tmp_path))
         last = runs[-1]
@@ -67,6 +67,8 @@ def test_every_cell_makes_valid_runs_in_its_own_folders(name, tiny, tmp_path):
         examples = pre.train_steps * pre.train_batch_size
         assert examples == pytest.approx(base.train_steps * base.train_batch_size * cell.length,
                                          rel=0.5 / pre.train_steps)
+        # ... with as many checkpoints (and evaluations) as the base run, within rounding.
+        assert abs(-(-pre.train_steps // pre.checkpoint_steps) - 4) <= 1
 
 
 def test_cells_can_be_chosen_and_bad_names_are_named():
