@@ -130,9 +130,9 @@ def apply(image: tf.Tensor, recipe: Recipe, image_size: int, seed) -> tf.Tensor:
     """``recipe.names`` in order on a float image of any size, to [S, S, 3] in [0, 1].
 
     ``crop`` takes its window from the image as it is; the other ops work on the image
-    resized to S x S first (bicubic), when no crop came before them."""
+    resized to S x S first (bicubic), unless it is S x S already or a crop came first."""
     seeds = augment.view_seeds(seed, max(len(recipe.names), 1))
-    sized = False
+    sized = tuple(image.shape[:2]) == (image_size, image_size)  # e.g. the shared crop
     for name, op_seed in zip(recipe.names, seeds):
         if name == "crop":
             image, sized = _crop(image, image_size, op_seed), True
