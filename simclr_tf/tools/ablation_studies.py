@@ -88,7 +88,8 @@ def _pair_cells():
 
 
 def _head_cells():
-    cells = [Cell("none", "no projection (h)", {"proj_head_mode": "none"}, col="h")]
+    cells = [Cell("none", "no projection (h)", {"proj_head_mode": "none"}, row="none",
+                  col="h")]
     for mode in ("linear", "nonlinear"):
         for tap, selector in (("h", 0), ("g(h)", -1)):
             cells.append(Cell(f"{mode}_{'h' if selector == 0 else 'gh'}",

@@ -108,6 +108,11 @@ def test_the_chart_grid_places_each_cell():
                                              {"b512_x2": {"top1": 0.25}})
     assert rows == ["1x epochs", "2x epochs"] and cols == ["32", "128", "512"]
     assert values[1, 2] == 25.0 and np.isnan(values).sum() == 5
+    heads = studies.STUDIES["projection_head"]
+    rows, cols, values = ablation_chart.grid(heads, {c.name: {"top1": i / 10} for i, c in
+                                                     enumerate(heads.cells)})
+    assert rows == ["none", "linear", "nonlinear"] and cols == ["h", "g(h)"]
+    np.testing.assert_array_equal(values, [[0, np.nan], [10, 20], [30, 40]])
 
 
 @pytest.mark.parametrize("name", ["augmentation_pairs", "color_strength", "loss"])
