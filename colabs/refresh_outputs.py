@@ -11,7 +11,7 @@ import nbformat
 from nbclient import NotebookClient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-NOTEBOOKS = ("end_to_end", "load_and_inference", "finetuning", "augmentations")
+NOTEBOOKS = ("end_to_end", "load_and_inference", "finetuning", "augmentations", "ablations")
 
 
 def refresh(name: str):

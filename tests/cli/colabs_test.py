@@ -8,7 +8,7 @@ import pytest
 from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-NOTEBOOKS = ("end_to_end", "load_and_inference", "finetuning", "augmentations")
+NOTEBOOKS = ("end_to_end", "load_and_inference", "finetuning", "augmentations", "ablations")
 
 
 def _execute(name, monkeypatch):
@@ -43,6 +43,9 @@ def test_notebook_runs_end_to_end(name, monkeypatch):
         assert "linear evaluation of the export: top-1" in text
     if name == "load_and_inference":
         assert "1-NN label agreement" in text and "final_avg_pool" in text
+    if name == "ablations":  # the quick study's two cells, its table and its chart
+        assert "ablate color_strength 2/2: supervised, strength 1 + blur" in text
+        assert "wrote" in text and "ablation.png" in text
     if name == "finetuning":
         assert "reloaded" in text and "trainable variables:" in text
         count = int(text.split("trainable variables:")[1].split()[0])
