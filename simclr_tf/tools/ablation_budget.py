@@ -1,10 +1,11 @@
 """``simclr-ablate --budget_minutes``: the pretraining length that fits a study into a time.
 
-Short probe runs in ``DIR/_probe`` measure this machine on the study's flags: a pretraining
-of ``WARM`` steps (it pays what only a first run pays: the kernel calibration, the view
-grid), resumed for ``SHORT`` steps, then for ``LONG`` more (the difference of the two resumed
-runs' wall times is ``LONG - SHORT`` steps; what is left of the short one is the run
-overhead: start-up, compilation, evaluation and export), and one linear evaluation. The
+Short probe runs in ``DIR/_probe`` measure this machine on the study's flags (with those of
+its middle cell, ``probe_config``): a pretraining of ``WARM`` steps (it pays what only a
+first run pays: the kernel calibration, the view grid), resumed for ``SHORT`` steps, then
+for ``LONG`` more (the difference of the two resumed runs' wall times is ``LONG - SHORT``
+steps; what is left of the short one is the run overhead: start-up, compilation, evaluation
+and export), and one linear evaluation. The
 study's time is then modelled as
 
     runs x overhead + linear evaluations x their time + steps x sum of lengths x step time,
@@ -72,6 +73,16 @@ def measure(cfg: config_lib.Config, linear, root: str,
                   time.time() - start)
 
 
+def probe_config(study: studies.Study, cfg: config_lib.Config) -> config_lib.Config:
+    """``cfg`` with the flags of the study's middle cell (its input pipeline, loss, head),
+    but not its batch: the probe times steps at the batch the budget sizes. (Probing the
+    run's own flags had the augmentation-pairs study, whose cells transform each image in
+    the input pipeline, run 24% over its budget.)"""
+    middle = study.cells[len(study.cells) // 2]
+    overrides = {k: v for k, v in middle.overrides.items() if k != "train_batch_size"}
+    return dataclasses.replace(cfg, **overrides)
+
+
 def steps_for(study: studies.Study, cfg: config_lib.Config, timing: Timing,
               budget_minutes: float) -> int:
     """The pretraining steps (at ``cfg``'s batch) that fit ``study`` into the budget left
@@ -109,7 +120,7 @@ def sized(study: studies.Study, cfg: config_lib.Config, linear, budget_minutes: 
     print(f"ablate {study.name}: measuring this machine for --budget_minutes="
           f"{budget_minutes:g} (probe runs in {os.path.join(cfg.model_dir, PROBE_DIR)})",
           flush=True)
-    timing = measure(cfg, linear, cfg.model_dir, before_run)
+    timing = measure(probe_config(study, cfg), linear, cfg.model_dir, before_run)
     steps = steps_for(study, cfg, timing, budget_minutes)
     record: Dict = {"budget_minutes": budget_minutes, "train_steps": steps,
                     "train_batch_size": cfg.train_batch_size, **dataclasses.asdict(timing)}

@@ -144,6 +144,14 @@ def test_the_budget_is_solved_from_the_measured_times(tiny):
         ablation_budget.steps_for(TINY_STUDY, cfg, timing, 1)
 
 
+def test_the_probe_runs_a_middle_cell_at_the_run_batch(tiny):
+    cfg = tiny("unused")
+    pairs = ablation_budget.probe_config(studies.STUDIES["augmentation_pairs"], cfg)
+    assert pairs.augmentations == "sobel" and pairs.augment_one_view
+    batches = ablation_budget.probe_config(studies.STUDIES["batch_size"], cfg)
+    assert batches == cfg  # its middle cell changes only the batch, which the probe keeps
+
+
 def test_a_tiny_study_runs_writes_its_table_and_resumes_without_training_again(
         tiny, tmp_path, monkeypatch, capsys):
     cfg = tiny(tmp_path / "study", train_steps=2, checkpoint_steps=2)
