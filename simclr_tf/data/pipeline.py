@@ -90,15 +90,13 @@ def _encoded_finetune_map(image_size):
 def _example_map(mode, image_size, strength, impl, xla, encoded=False, recipe=None):
     """The per-example map of ``mode``: ``fn(image, label[, seed])`` (``encoded``: the
     image is the file's bytes; ``recipe``: the training views of ``--augmentations``)."""
-    if recipe is not None and mode != "eval":
-        if mode == "pretrain":
-            return pretrain_map(image_size, strength, impl, xla, recipe)
+    if recipe is not None and mode == "finetune":
         return lambda im, lb, seed=None: (transforms.one_view(im, recipe, image_size, seed), lb)
-    if encoded:
+    if encoded:  # never with a recipe (build_dataset decodes those images whole)
         return (_encoded_pretrain_map(image_size, strength, impl, xla) if mode == "pretrain"
                 else _encoded_finetune_map(image_size))
     if mode == "pretrain":
-        return pretrain_map(image_size, strength, impl, xla)
+        return pretrain_map(image_size, strength, impl, xla, recipe)
     if mode == "finetune":
         return lambda im, lb, seed=None: (
             augment.preprocess_for_finetune(im, image_size, seed=seed), lb)

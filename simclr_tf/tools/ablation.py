@@ -83,9 +83,7 @@ def run_cell(cfg: config_lib.Config, cell: studies.Cell, linear: LinearSettings,
     trained = False
     for run_cfg in runs:
         if _summary(run_cfg.model_dir) is None:  # not finished: start or resume it
-            os.makedirs(run_cfg.model_dir, exist_ok=True)
-            if before_run:
-                before_run(run_cfg)
+            demo.prepare(run_cfg, before_run)
             train.run(run_cfg)
             trained = True
     pretrained = {} if cell.supervised else _summary(runs[0].model_dir)

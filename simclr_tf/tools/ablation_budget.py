@@ -43,9 +43,7 @@ class Timing:
 
 
 def _timed(cfg: config_lib.Config, before_run) -> float:
-    os.makedirs(cfg.model_dir, exist_ok=True)
-    if before_run:
-        before_run(cfg)
+    demo.prepare(cfg, before_run)
     start = time.time()
     train.run(cfg)
     return time.time() - start

@@ -42,7 +42,7 @@ def run(cfg: config_lib.Config, linear_steps: int, linear_learning_rate: float,
     start = time.time()
     root = cfg.model_dir
     pre = dataclasses.replace(cfg, model_dir=os.path.join(root, "pretrain")).validate()
-    _prepare(pre, before_run)
+    prepare(pre, before_run)
     print(f"demo 1/3: pretraining into {pre.model_dir}", flush=True)
     kept = {}
     train.run(pre, on_end=lambda model: kept.update(model=model))
@@ -54,7 +54,7 @@ def run(cfg: config_lib.Config, linear_steps: int, linear_learning_rate: float,
         what = "the pretrained" if checkpoint else "a randomly initialised"
         print(f"demo {2 if checkpoint else 3}/3: linear evaluation of {what} encoder into "
               f"{lin.model_dir}", flush=True)
-        _prepare(lin, before_run)
+        prepare(lin, before_run)
         results[name] = train.run(lin)["top1"]
     minutes = (time.time() - start) / 60
     print(f"demo finished in {minutes:.1f} min (results in {root})", flush=True)
@@ -75,7 +75,9 @@ def draw(pre: config_lib.Config, model, output_dir: str):
                           pre.model_dir, visualize.Options(), "the pretrained encoder")
 
 
-def _prepare(run_cfg: config_lib.Config, before_run):
+def prepare(run_cfg: config_lib.Config, before_run):
+    """Creates the run's folder and calls ``before_run(run_cfg)`` (the program writes the
+    run's flags.txt there)."""
     os.makedirs(run_cfg.model_dir, exist_ok=True)
     if before_run:
         before_run(run_cfg)
