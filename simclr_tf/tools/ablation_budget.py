@@ -11,8 +11,13 @@ study's time is then modelled as
     runs x overhead + linear evaluations x their time + steps x sum of lengths x step time,
 
 where a cell's length scales its examples (a cell with another batch trains the same
-examples; a supervised run is counted as a pretraining run, a little more than it costs),
-and solved for the steps at the run's batch. Like the probes, the sized runs checkpoint and
+examples in more or fewer steps; a supervised run is counted as a pretraining run, a little
+more than it costs), and solved for the steps at the run's batch. A step's time is modelled
+as a fixed part plus a part proportional to the batch: when the study's cells change the
+batch, the probe also times its smallest batch (warm-up, short and long runs of its own,
+in ``_probe/pretrain_b<batch>``) and the two points give both parts. (Charging every example
+at the run's batch's cost had the batch study, whose batch-32 cells make four times the
+steps, run 10% over.) Like the probes, the sized runs checkpoint and
 evaluate once, at the end. The sizing is kept in ``DIR/budget.json``: a resumed study
 reuses it, so its cells stay comparable.
 """
@@ -21,7 +26,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 from simclr_tf.core import config as config_lib
 from simclr_tf.tools import ablation_studies as studies
@@ -40,6 +45,7 @@ class Timing:
     run_overhead: float  # seconds of a run's start-up, compilation, evaluation and export
     linear_seconds: float  # one linear evaluation, all included
     probe_seconds: float  # what measuring took
+    step_fixed: float = 0.0  # the part of a step that does not grow with the batch (0: none)
 
 
 def _timed(cfg: config_lib.Config, before_run) -> float:
@@ -49,13 +55,13 @@ def _timed(cfg: config_lib.Config, before_run) -> float:
     return time.time() - start
 
 
-def measure(cfg: config_lib.Config, linear, root: str,
-            before_run: Optional[Callable[[config_lib.Config], None]] = None) -> Timing:
-    """Probe runs of ``cfg`` (the study's flags, before any cell's) in ``root/_probe``."""
-    start = time.time()
+def _step_time(cfg: config_lib.Config, model_dir: str, before_run) -> Tuple[float, float,
+                                                                             config_lib.Config]:
+    """(seconds per step, a run's overhead, the last probe's config) of ``cfg``'s pretraining,
+    from three runs in ``model_dir``: a warm-up, then two resumed runs (SHORT, LONG steps)."""
     probe = dataclasses.replace(
-        cfg, model_dir=os.path.join(root, PROBE_DIR, "pretrain"), train_steps=WARM,
-        checkpoint_steps=WARM, steps_per_loop=WARM, keep_hub_module_max=0).validate()
+        cfg, model_dir=model_dir, train_steps=WARM, checkpoint_steps=WARM,
+        steps_per_loop=WARM, keep_hub_module_max=0).validate()
     _timed(probe, before_run)
     times = []
     for steps in (SHORT, LONG):
@@ -63,12 +69,42 @@ def measure(cfg: config_lib.Config, linear, root: str,
                                     checkpoint_steps=steps, steps_per_loop=steps)
         times.append(_timed(probe, before_run))
     per_step = max(times[1] - times[0], 1e-3) / (LONG - SHORT)
+    return per_step, max(times[0] - SHORT * per_step, 0.0), probe
+
+
+def measure(cfg: config_lib.Config, linear, root: str,
+            before_run: Optional[Callable[[config_lib.Config], None]] = None,
+            other_batch: Optional[int] = None) -> Timing:
+    """Probe runs of ``cfg`` (the study's flags) in ``root/_probe``; ``other_batch`` (the
+    study's smallest other batch) is timed too, for the part of a step that does not grow
+    with the batch."""
+    start = time.time()
+    per_step, overhead, probe = _step_time(cfg, os.path.join(root, PROBE_DIR, "pretrain"),
+                                           before_run)
+    fixed = 0.0
+    if other_batch and other_batch != cfg.train_batch_size:
+        other = dataclasses.replace(cfg, train_batch_size=other_batch)
+        other_step, _, _ = _step_time(
+            other, os.path.join(root, PROBE_DIR, f"pretrain_b{other_batch}"), before_run)
+        fixed = affine_fixed(per_step, cfg.train_batch_size, other_step, other_batch)
     lin = demo.linear_eval_config(probe, os.path.join(root, PROBE_DIR, "linear"),
                                   probe.model_dir, linear.steps, linear.learning_rate,
                                   linear.batch_size).validate()
     linear_seconds = _timed(lin, before_run)
-    return Timing(per_step, max(times[0] - SHORT * per_step, 0.0), linear_seconds,
-                  time.time() - start)
+    return Timing(per_step, overhead, linear_seconds, time.time() - start, fixed)
+
+
+def affine_fixed(step: float, batch: int, other_step: float, other_batch: int) -> float:
+    """The batch-independent part ``a`` of step times ``a + b x batch`` through the two
+    measured points, kept within [0, ``step``] (noise can put the line's foot below 0; a
+    smaller batch no faster makes the whole step fixed)."""
+    slope = (step - other_step) / (batch - other_batch)
+    return min(max(step - slope * batch, 0.0), step)
+
+
+def step_seconds(timing: Timing, batch: int, base_batch: int) -> float:
+    """A step's time at ``batch``, from the one measured at ``base_batch``."""
+    return timing.step_fixed + (timing.seconds_per_step - timing.step_fixed) * batch / base_batch
 
 
 def probe_config(study: studies.Study, cfg: config_lib.Config) -> config_lib.Config:
@@ -81,16 +117,27 @@ def probe_config(study: studies.Study, cfg: config_lib.Config) -> config_lib.Con
     return dataclasses.replace(cfg, **overrides)
 
 
+def smallest_other_batch(study: studies.Study, cfg: config_lib.Config) -> Optional[int]:
+    """The smallest batch of ``study``'s cells other than the run's, if any."""
+    batches = {c.overrides.get("train_batch_size", cfg.train_batch_size) for c in study.cells}
+    batches.discard(cfg.train_batch_size)
+    return min(batches) if batches else None
+
+
 def steps_for(study: studies.Study, cfg: config_lib.Config, timing: Timing,
               budget_minutes: float) -> int:
     """The pretraining steps (at ``cfg``'s batch) that fit ``study`` into the budget left
     after the probe; an error naming the budget needed when not even ``MIN_STEPS`` fit."""
-    pretrainings = {c.pretrain_name: c.length for c in study.cells if not c.supervised}
-    supervised = [c.length for c in study.cells if c.supervised]
+    base = cfg.train_batch_size
+    cost: Dict[str, float] = {}  # seconds per step of the run (at ``base``), by training run
+    for c in study.cells:
+        batch = c.overrides.get("train_batch_size", base)
+        run = f"supervised:{c.name}" if c.supervised else c.pretrain_name
+        cost[run] = c.length * base / batch * step_seconds(timing, batch, base)
+    runs = len(cost)
     linears = sum(not c.supervised for c in study.cells)
-    fixed = ((len(pretrainings) + len(supervised)) * timing.run_overhead
-             + linears * timing.linear_seconds + timing.probe_seconds)
-    per_step = timing.seconds_per_step * (sum(pretrainings.values()) + sum(supervised))
+    fixed = runs * timing.run_overhead + linears * timing.linear_seconds + timing.probe_seconds
+    per_step = sum(cost.values())
     steps = int((budget_minutes * 60 - fixed) / per_step)
     if steps < MIN_STEPS:
         needed = (fixed + MIN_STEPS * per_step) / 60
@@ -118,7 +165,8 @@ def sized(study: studies.Study, cfg: config_lib.Config, linear, budget_minutes: 
     print(f"ablate {study.name}: measuring this machine for --budget_minutes="
           f"{budget_minutes:g} (probe runs in {os.path.join(cfg.model_dir, PROBE_DIR)})",
           flush=True)
-    timing = measure(probe_config(study, cfg), linear, cfg.model_dir, before_run)
+    timing = measure(probe_config(study, cfg), linear, cfg.model_dir, before_run,
+                     smallest_other_batch(study, cfg))
     steps = steps_for(study, cfg, timing, budget_minutes)
     record: Dict = {"budget_minutes": budget_minutes, "train_steps": steps,
                     "train_batch_size": cfg.train_batch_size, **dataclasses.asdict(timing)}
@@ -126,8 +174,10 @@ def sized(study: studies.Study, cfg: config_lib.Config, linear, budget_minutes: 
     with open(tmp, "w") as f:
         json.dump(record, f, indent=1)
     os.replace(tmp, path)
+    fixed = (f", {timing.step_fixed:.3f} s of it whatever the batch" if timing.step_fixed
+             else "")
     print(f"ablate {study.name}: {steps} pretraining steps per cell at batch "
-          f"{cfg.train_batch_size} ({timing.seconds_per_step:.3f} s per step, "
+          f"{cfg.train_batch_size} ({timing.seconds_per_step:.3f} s per step{fixed}, "
           f"{timing.run_overhead:.0f} s per run, {timing.linear_seconds:.0f} s per linear "
           "evaluation)", flush=True)
     return _with_steps(cfg, steps)

@@ -2,6 +2,7 @@
 arithmetic, and a tiny study end to end with its resume (a finished run is never trained
 again), a shared pretraining and a supervised cell."""
 
+import dataclasses
 import json
 import os
 
@@ -142,6 +143,47 @@ def test_the_budget_is_solved_from_the_measured_times(tiny):
     with pytest.raises(ValueError, match=r"--budget_minutes=1 is too short for --study=tiny.*"
                                          r"at least 2 minutes"):
         ablation_budget.steps_for(TINY_STUDY, cfg, timing, 1)
+
+
+def test_a_batch_study_charges_each_batch_its_own_step_time(tiny):
+    # Steps cost 0.1 s + 0.4 s x batch / 128: at 128 0.5 s, at 32 0.2 s, at 512 1.7 s.
+    assert ablation_budget.affine_fixed(0.5, 128, 0.2, 32) == pytest.approx(0.1)
+    assert ablation_budget.affine_fixed(0.5, 128, 0.1, 32) == 0.0  # noise: foot below 0
+    assert ablation_budget.affine_fixed(0.5, 128, 0.6, 32) == 0.5  # no growth: all fixed
+    timing = ablation_budget.Timing(seconds_per_step=0.5, run_overhead=10.0,
+                                    linear_seconds=20.0, probe_seconds=30.0, step_fixed=0.1)
+    cfg = tiny("unused", train_batch_size=128)
+    # Per step of the run (batch 128): b32 makes 4 steps of 0.2 s, b128 one of 0.5 s, b512 a
+    # quarter of 1.7 s: 1.725 s, and twice that for the 2x cells: 5.175 s. Fixed: 6 runs x
+    # 10 s + 6 linear evaluations x 20 s + 30 s = 210 s; 10 minutes: (600 - 210) / 5.175.
+    study = studies.STUDIES["batch_size"]
+    assert ablation_budget.steps_for(study, cfg, timing, 10) == int(390 / 5.175)
+    # Without the fixed part every example costs the same: 3 x 3 x 0.5 s per step.
+    flat = dataclasses.replace(timing, step_fixed=0.0)
+    assert ablation_budget.steps_for(study, cfg, flat, 10) == int(390 / 4.5)
+
+
+def test_the_probe_times_the_smallest_other_batch_of_a_batch_study(tiny, tmp_path, monkeypatch):
+    done = {}
+
+    def fake_timed(c, before_run):  # 7 s per run, 0.1 s + 0.4 s x batch / 128 per step
+        if c.model_dir.endswith("linear"):
+            return 3.0
+        steps = c.train_steps - done.get(c.model_dir, 0)
+        done[c.model_dir] = c.train_steps
+        return 7.0 + steps * (0.1 + 0.4 * c.train_batch_size / 128)
+
+    monkeypatch.setattr(ablation_budget, "_timed", fake_timed)
+    cfg = tiny(tmp_path / "s", train_batch_size=128)
+    study = studies.STUDIES["batch_size"]
+    assert ablation_budget.smallest_other_batch(study, cfg) == 32
+    assert ablation_budget.smallest_other_batch(TINY_STUDY, cfg) is None
+    timing = ablation_budget.measure(cfg, LINEAR, str(tmp_path / "s"), other_batch=32)
+    assert sorted(os.path.relpath(d, tmp_path) for d in done) == [
+        "s/_probe/pretrain", "s/_probe/pretrain_b32"]
+    assert timing.seconds_per_step == pytest.approx(0.5)
+    assert timing.step_fixed == pytest.approx(0.1)
+    assert timing.run_overhead == pytest.approx(7.0) and timing.linear_seconds == 3.0
 
 
 def test_the_probe_runs_a_middle_cell_at_the_run_batch(tiny):
