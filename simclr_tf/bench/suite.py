@@ -34,7 +34,7 @@ from simclr_tf.models import simclr_model as model_lib
 MATMUL_SIZE = 2048
 PARTS = ("step", "input", "eval")
 # Only when asked: whole programs in subprocesses, or long sweeps (bench_scaling).
-SLOW_PARTS = ("memory", "startup", "loss_scaling", "input_files")
+SLOW_PARTS = ("memory", "startup", "loss_scaling", "input_files", "chunks")
 NUM_CLASSES = 10
 
 
@@ -55,6 +55,7 @@ class Options:
     variants: tuple = ()
     scaling_batches: tuple = (256, 512, 1024, 2048, 4096)  # loss_scaling
     step_max_batch: int = 4096  # loss_scaling: the step only up to this global batch
+    chunk_counts: tuple = (1, 2, 4, 8)  # chunks: the --embedding_chunks measured
     file_images: int = 64  # input_files: JPEGs written, their size, seconds and repeats
     file_height: int = 375
     file_width: int = 500
@@ -190,6 +191,11 @@ def run(cfg: config_lib.Config, options: Optional[Options] = None,
 
         result.update(bench_scaling.run(cfg, strategy, options, report,
                                         step_variants.measure_step))
+    if "chunks" in options.parts:
+        from simclr_tf.bench import chunks as bench_chunks  # noqa: PLC0415
+
+        result.update(bench_chunks.run(cfg, strategy, options, report,
+                                       step_variants.measure_step))
     return result
 
 
@@ -312,9 +318,10 @@ def format_table(cfg: config_lib.Config, result: Dict[str, float]) -> str:
                 if key + "_min" in result else "")
         lines.append(f"  {name:<44} {speed:>10.2f} {ratio:.2f}x{span} "
                      f"{result.get(f'variant_{name}_utilisation', float('nan')):.3f}")
+    from simclr_tf.bench import chunks as bench_chunks  # noqa: PLC0415
     from simclr_tf.bench import input_files as bench_files  # noqa: PLC0415
     from simclr_tf.bench import loss_scaling as bench_scaling  # noqa: PLC0415
 
     return "\n".join(lines + bench_files.format_rows(result)
-                     + bench_scaling.format_rows(result))
+                     + bench_scaling.format_rows(result) + bench_chunks.format_rows(result))
 

@@ -20,7 +20,10 @@ cli_flags.define_flags(train_mode="pretrain", resnet_depth=18, width_multiplier=
 flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
 flags.DEFINE_list("parts", ["step", "input", "eval"], "What to measure: step, input, eval; "
                   "also memory (RSS over 2,000 smoke steps), startup (100,000-image folder) "
-                  "and loss_scaling (NT-Xent and the step against the global batch).")
+                  "loss_scaling (NT-Xent and the step against the global batch) and chunks "
+                  "(the step's time and peak memory against --embedding_chunks).")
+flags.DEFINE_list("chunk_counts", ["1", "2", "4", "8"], "chunks: the --embedding_chunks "
+                  "measured (those that divide a replica's batch).")
 flags.DEFINE_list("scaling_batches", ["256", "512", "1024", "2048", "4096"],
                   "loss_scaling: the global batches N.")
 flags.DEFINE_integer("file_images", 64, "input_files: how many JPEGs to write.")
@@ -50,17 +53,17 @@ FLAGS = flags.FLAGS
 _EXTRA = ("json", "parts", "variants", "repeat", "timed_runs", "steps_per_run", "matmul_calls",
           "input_seconds", "eval_seconds", "source_height", "source_width", "scaling_batches",
           "step_max_batch", "file_images", "file_height", "file_width", "file_seconds",
-          "file_repeats")
+          "file_repeats", "chunk_counts")
 
 
-def _batches(values) -> tuple:
+def _positive_ints(values, flag: str, example: str) -> tuple:
     try:
         batches = tuple(int(v) for v in values)
     except ValueError:
         batches = ()
     if not batches or min(batches) < 1:
-        raise ValueError(f"--scaling_batches={','.join(values)} must be positive integers, "
-                         "e.g. 256,512,1024.")
+        raise ValueError(f"--{flag}={','.join(values)} must be positive integers, "
+                         f"e.g. {example}.")
     return batches
 
 
@@ -73,10 +76,12 @@ def main(cfg, explicit):
         matmul_calls=FLAGS.matmul_calls, input_seconds=FLAGS.input_seconds,
         eval_seconds=FLAGS.eval_seconds, source_height=FLAGS.source_height,
         source_width=FLAGS.source_width, parts=tuple(FLAGS.parts),
-        variants=tuple(FLAGS.variants), scaling_batches=_batches(FLAGS.scaling_batches),
+        variants=tuple(FLAGS.variants),
+        scaling_batches=_positive_ints(FLAGS.scaling_batches, "scaling_batches", "256,512,1024"),
         step_max_batch=FLAGS.step_max_batch, file_images=FLAGS.file_images,
         file_height=FLAGS.file_height, file_width=FLAGS.file_width,
-        file_seconds=FLAGS.file_seconds, file_repeats=FLAGS.file_repeats)
+        file_seconds=FLAGS.file_seconds, file_repeats=FLAGS.file_repeats,
+        chunk_counts=_positive_ints(FLAGS.chunk_counts, "chunk_counts", "1,2,4,8"))
     for name in ("repeat", "timed_runs", "steps_per_run", "matmul_calls", "source_height",
                  "source_width", "file_images", "file_height", "file_width", "file_repeats"):
         if getattr(FLAGS, name) < 1:

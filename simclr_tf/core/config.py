@@ -98,6 +98,14 @@ class Config:
     # Durations (steps win over epochs when > 0).
     train_batch_size: int = _field(512, "Global training batch (images; each gives 2 views in "
                                    "pretraining).")
+    embedding_chunks: int = _field(
+        1, "Pretraining: each replica's share of the batch goes through the encoder and head "
+        "in K chunks, twice (gradient caching: the loss and its gradient over the whole batch, "
+        "the activations of one chunk in memory at a time); the same NT-Xent over all the "
+        "batch's negatives as K=1, at about one more forward pass. Batch norm then normalises "
+        "each chunk on its own (as K replicas without --global_bn would; with it, a chunk "
+        "across the replicas) and its moving statistics take one update per chunk. "
+        "docs/scaling.md: which K for a batch and a memory.")
     eval_batch_size: int = _field(256, "Global evaluation batch.")
     train_epochs: float = _field(100, "Training length in epochs, used when --train_steps=0.")
     train_steps: int = _field(0, "Training length in steps; > 0 overrides --train_epochs. Runs "
@@ -300,6 +308,12 @@ class Config:
             choices.check_at_least(name, getattr(self, name), 0)
         choices.check_at_least("keep_checkpoint_max", self.keep_checkpoint_max, 1)
         choices.check_at_least("num_proj_layers", self.num_proj_layers, 1)
+        choices.check_at_least("embedding_chunks", self.embedding_chunks, 1)
+        if self.embedding_chunks > 1 and self.train_mode != "pretrain":
+            raise ValueError(f"--embedding_chunks={self.embedding_chunks} is for pretraining; "
+                             f"--train_mode={self.train_mode} takes 1 (chunks serve the "
+                             "contrastive loss, in which each view's term depends on the whole "
+                             "batch).")
         for name in ("temperature", "learning_rate", "width_multiplier", "knn_temperature",
                      "triplet_margin"):
             choices.check_positive(name, getattr(self, name))

@@ -12,14 +12,16 @@ study's time is then modelled as
 
 where a cell's length scales its examples (a cell with another batch trains the same
 examples in more or fewer steps; a supervised run is counted as a pretraining run, a little
-more than it costs), and solved for the steps at the run's batch. A step's time is modelled
-as a fixed part plus a part proportional to the batch: when the study's cells change the
-batch, the probe also times its smallest batch (warm-up, short and long runs of its own,
-in ``_probe/pretrain_b<batch>``) and the two points give both parts. (Charging every example
-at the run's batch's cost had the batch study, whose batch-32 cells make four times the
-steps, run 10% over.) Like the probes, the sized runs checkpoint and
-evaluate once, at the end. The sizing is kept in ``DIR/budget.json``: a resumed study
-reuses it, so its cells stay comparable.
+more than it costs), and solved for the steps at the run's batch.
+
+A step's time is modelled as a fixed part plus a part proportional to the batch: when the
+study's cells change the batch, the probe also times its smallest batch (warm-up, short and
+long runs of its own in ``_probe/pretrain_b<batch>``, the long one as many examples longer
+as at the run's batch), and the two points give both parts. (Charging every example at the
+run's batch's cost had the batch study, whose batch-32 cells make four times the steps, run
+10% over.) Like the probes, the sized runs checkpoint and evaluate once, at the end. The
+sizing is kept in ``DIR/budget.json``: a resumed study reuses it, so its cells stay
+comparable.
 """
 
 import dataclasses
@@ -55,20 +57,21 @@ def _timed(cfg: config_lib.Config, before_run) -> float:
     return time.time() - start
 
 
-def _step_time(cfg: config_lib.Config, model_dir: str, before_run) -> Tuple[float, float,
-                                                                             config_lib.Config]:
+def _step_time(cfg: config_lib.Config, model_dir: str, before_run, long: int = LONG
+               ) -> Tuple[float, float, config_lib.Config]:
     """(seconds per step, a run's overhead, the last probe's config) of ``cfg``'s pretraining,
-    from three runs in ``model_dir``: a warm-up, then two resumed runs (SHORT, LONG steps)."""
+    from three runs in ``model_dir``: a warm-up, then two resumed runs (SHORT, ``long``
+    steps)."""
     probe = dataclasses.replace(
         cfg, model_dir=model_dir, train_steps=WARM, checkpoint_steps=WARM,
         steps_per_loop=WARM, keep_hub_module_max=0).validate()
     _timed(probe, before_run)
     times = []
-    for steps in (SHORT, LONG):
+    for steps in (SHORT, long):
         probe = dataclasses.replace(probe, train_steps=probe.train_steps + steps,
                                     checkpoint_steps=steps, steps_per_loop=steps)
         times.append(_timed(probe, before_run))
-    per_step = max(times[1] - times[0], 1e-3) / (LONG - SHORT)
+    per_step = max(times[1] - times[0], 1e-3) / (long - SHORT)
     return per_step, max(times[0] - SHORT * per_step, 0.0), probe
 
 
@@ -83,9 +86,12 @@ def measure(cfg: config_lib.Config, linear, root: str,
                                            before_run)
     fixed = 0.0
     if other_batch and other_batch != cfg.train_batch_size:
+        # As many examples between its two timed runs as at the run's batch: a smaller
+        # batch's steps are short, and 40 of them too few to time against the noise.
         other = dataclasses.replace(cfg, train_batch_size=other_batch)
+        long = SHORT + max(1, round((LONG - SHORT) * cfg.train_batch_size / other_batch))
         other_step, _, _ = _step_time(
-            other, os.path.join(root, PROBE_DIR, f"pretrain_b{other_batch}"), before_run)
+            other, os.path.join(root, PROBE_DIR, f"pretrain_b{other_batch}"), before_run, long)
         fixed = affine_fixed(per_step, cfg.train_batch_size, other_step, other_batch)
     lin = demo.linear_eval_config(probe, os.path.join(root, PROBE_DIR, "linear"),
                                   probe.model_dir, linear.steps, linear.learning_rate,

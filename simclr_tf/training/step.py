@@ -5,7 +5,9 @@ replica step that turns them into one optimizer update.
 views (``--loss``, NT-Xent by default; pretraining), the supervised cross-entropy when the
 model has a supervised head (the probe sees both views, and its gradient stops at its
 input), and the metrics of both.
-``make_replica_step`` adds the on-device blur, the weight decay, loss scaling and the update.
+``make_replica_step`` adds the on-device blur, the weight decay, loss scaling and the update;
+with ``--embedding_chunks`` > 1 its gradients come from ``chunked_step`` (the batch embedded
+in chunks, the same loss).
 Run it with ``strategy.run(step, args=(inputs,))``, as the trainer does, or with
 ``run_step`` (the replicas' loss summed and their metrics averaged), on a batch the input
 pipeline distributed or one ``split_batch`` cut (the benchmark and the tests).
@@ -18,7 +20,7 @@ import tf_keras as keras
 
 from simclr_tf.core import endpoints as ep
 from simclr_tf.data import augment
-from simclr_tf.training import distill, losses, optim
+from simclr_tf.training import chunked_step, distill, losses, optim
 from simclr_tf.training import step_metrics as metrics_lib
 
 Metrics = Dict[str, tf.Tensor]
@@ -77,6 +79,7 @@ def make_replica_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
     ``teacher`` labels the replica's images in the step."""
     loss_scaling = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
     blur = cfg.device_blur
+    chunks = cfg.embedding_chunks
 
     def replica_step(inputs):
         images, labels = inputs
@@ -84,15 +87,16 @@ def make_replica_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
             images = augment.blur_views(images, cfg.seed, optimizer.iterations, num_replicas)
         teacher_logits = teacher.logits(images) if teacher is not None else None
         variables = model.trainable_variables
-        with tf.GradientTape() as tape:
-            loss, metrics = compute_losses(model(images, training=True), labels, cfg,
-                                           teacher_logits)
-            decay = optim.weight_decay_loss(variables, cfg.weight_decay, cfg.optimizer)
-            loss += decay
-            scaled_loss = loss / num_replicas
-            if loss_scaling:  # float16: scale the loss so small gradients survive
-                scaled_loss = optimizer.get_scaled_loss(scaled_loss)
-        grads = tape.gradient(scaled_loss, variables)
+        if chunks > 1:
+            loss, decay, metrics, grads = _chunked(images, labels, variables)
+        else:
+            with tf.GradientTape() as tape:
+                loss, metrics = compute_losses(model(images, training=True), labels, cfg,
+                                               teacher_logits)
+                decay = optim.weight_decay_loss(variables, cfg.weight_decay, cfg.optimizer)
+                loss += decay
+                scaled_loss = scaled(loss)
+            grads = tape.gradient(scaled_loss, variables)
         if loss_scaling:
             grads = optimizer.get_unscaled_gradients(grads)
         # Variables that do not reach the loss (e.g. the projection head when fine-tuning
@@ -100,6 +104,25 @@ def make_replica_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
         metrics.update(loss=loss, weight_decay=decay)
         return loss / num_replicas, metrics
+
+    def scaled(loss):
+        loss = loss / num_replicas
+        # float16: scale the loss so small gradients survive
+        return optimizer.get_scaled_loss(loss) if loss_scaling else loss
+
+    def _chunked(images, labels, variables):
+        """The contrastive loss's gradients with the batch embedded in chunks
+        (``chunked_step``), and the weight decay's, added."""
+        loss, metrics, grads = chunked_step.gradients(
+            model, images, variables, chunks, lambda outputs: compute_losses(
+                outputs, labels, cfg), scaled)
+        with tf.GradientTape() as tape:
+            decay = optim.weight_decay_loss(variables, cfg.weight_decay, cfg.optimizer)
+            scaled_decay = scaled(decay)
+        decay_grads = tape.gradient(scaled_decay, variables)
+        grads = [d if g is None else (g if d is None else g + d)
+                 for g, d in zip(grads, decay_grads)]
+        return loss + decay, decay, metrics, grads
 
     return tf.function(replica_step, jit_compile=True) if cfg.jit_compile else replica_step
 

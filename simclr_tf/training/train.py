@@ -29,7 +29,7 @@ from simclr_tf.evaluation import supervised as evaluation
 from simclr_tf.models import simclr_model as model_lib
 from simclr_tf.runs import checkpoints, run_folder, strategies
 from simclr_tf.runs import export as export_lib
-from simclr_tf.training import distill, optim, preemption, run_inputs
+from simclr_tf.training import chunked_step, distill, optim, preemption, run_inputs
 from simclr_tf.training import step as step_lib
 from simclr_tf.training import trainer as trainer_lib
 from simclr_tf.training.run_inputs import Inputs, build_inputs
@@ -110,6 +110,8 @@ def _run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy],
     num_replicas = strategy.num_replicas_in_sync
     data_lib.check_batch_divides(cfg.train_batch_size, num_replicas, "train_batch_size")
     data_lib.check_batch_divides(cfg.eval_batch_size, num_replicas, "eval_batch_size")
+    chunked_step.check_chunks_divide(cfg.train_batch_size // num_replicas,
+                                     cfg.embedding_chunks)
     inputs = build_inputs(cfg, strategy, source)
     with trainer_lib.quiet_orbit():  # orbit reports its restore: "resumed from" says it
         loop = _build_loop(cfg, strategy, inputs, chief)

@@ -169,6 +169,32 @@ def test_loss_scaling_measures_the_logits_memory_and_the_loss_share_of_the_step(
     assert [r.split()[0] for r in rows[2:]] == ["256", "512"] and len(rows[2].split()) == 7
 
 
+def test_chunks_part_reports_time_and_peak_against_k_and_the_activation_per_image(
+        monkeypatch):
+    from simclr_tf.bench import chunks  # noqa: PLC0415
+
+    cfg = config_lib.Config(model_dir="unused", train_batch_size=64)
+    options = suite.Options(timed_runs=2, chunk_counts=(2, 3, 8))  # 3 does not divide 64
+    peaks = []
+
+    def fake_step(step_cfg, strategy, one):  # its step holds 8 MiB + 32 MiB / K
+        assert one.steps_per_run == 1
+        peaks.append(8 + 32 / step_cfg.embedding_chunks)
+        return {"train_step_seconds": 0.5 if step_cfg.embedding_chunks == 1 else 0.65}
+
+    # The allocator's peak around each measurement (the real one: chunked_step_test).
+    monkeypatch.setattr(chunks.loss_scaling, "peak_mib", lambda fn: fn() or peaks[-1])
+    result = chunks.run(cfg, tf.distribute.get_strategy(), options, lambda _: None, fake_step)
+    assert peaks == [40, 24, 12]  # K = 1 (always: the reference), 2 and 8
+    assert result["chunks_8_peak_mib"] == 12 and result["chunks_1_ms"] == 500.0
+    assert result["chunks_8_time_ratio"] == pytest.approx(1.3)
+    assert result["chunks_2_memory_ratio"] == pytest.approx(24 / 40)
+    # 28 MiB freed going from 64 images at once to 8: 28 / (64 x 7/8) = 0.5 MiB per image
+    assert result["activation_mib_per_image"] == pytest.approx(0.5)
+    rows = chunks.format_rows(result)
+    assert [r.split()[0] for r in rows[2:5]] == ["1", "2", "8"] and "0.50 MiB" in rows[5]
+
+
 def test_input_files_compares_the_two_ways_on_the_same_views(tmp_path):
     from simclr_tf.bench import input_files  # noqa: PLC0415
 

@@ -179,8 +179,9 @@ def test_the_probe_times_the_smallest_other_batch_of_a_batch_study(tiny, tmp_pat
     assert ablation_budget.smallest_other_batch(study, cfg) == 32
     assert ablation_budget.smallest_other_batch(TINY_STUDY, cfg) is None
     timing = ablation_budget.measure(cfg, LINEAR, str(tmp_path / "s"), other_batch=32)
-    assert sorted(os.path.relpath(d, tmp_path) for d in done) == [
-        "s/_probe/pretrain", "s/_probe/pretrain_b32"]
+    assert {os.path.relpath(d, tmp_path): n for d, n in done.items()} == {
+        "s/_probe/pretrain": 5 + 10 + 50,  # warm-up, short, long
+        "s/_probe/pretrain_b32": 5 + 10 + 170}  # the long run 4 x 40 steps longer: same images
     assert timing.seconds_per_step == pytest.approx(0.5)
     assert timing.step_fixed == pytest.approx(0.1)
     assert timing.run_overhead == pytest.approx(7.0) and timing.linear_seconds == 3.0
