@@ -6,9 +6,10 @@
 It writes views.png (training images and pairs of their augmented views, from the run's own
 pipeline and flags), embedding.png (the encoder's features of a labelled split in 2-D, by
 class), retrieval.png (query images and their nearest neighbours) and, for a run, curves.png
-(its TensorBoard scalars). A run is read with its own settings (RUN/flags.txt) and its newest
-checkpoint; an export of a run (RUN/saved_model/N) takes that run's settings too. Flags on the
-command line take precedence.
+(its TensorBoard scalars; --compare_dirs=RUN2,... draws other runs' in the same panels). A
+run is read with its own settings (RUN/flags.txt) and its newest checkpoint; an export of a
+run (RUN/saved_model/N) takes that run's settings too. Flags on the command line take
+precedence.
 """
 
 import dataclasses
@@ -27,7 +28,10 @@ METHOD = flags.DEFINE_enum("embedding_method", "auto", ["auto", "umap", "tsne", 
                            "(scikit-learn), else PCA.")
 SPLIT = flags.DEFINE_string("visualize_split", None, "Labelled split to embed (default: "
                             "--eval_split).")
-EXTRA = ("output_dir", "num_points", "embedding_method", "visualize_split")
+COMPARE = flags.DEFINE_list("compare_dirs", [], "Other runs whose training curves are drawn in "
+                            "the same panels of curves.png as --model_dir's (e.g. the same run "
+                            "with another flag).")
+EXTRA = ("output_dir", "num_points", "embedding_method", "visualize_split", "compare_dirs")
 
 
 def _settings(cfg, explicit: set):
@@ -64,7 +68,7 @@ def main(cfg, explicit):
                                  folder_labels=cfg.folder_labels)
     loaded = _common.run_model(cfg, explicit)
     options = visualize.Options(num_points=NUM_POINTS.value, method=METHOD.value,
-                                split=SPLIT.value)
+                                split=SPLIT.value, compare_dirs=tuple(COMPARE.value))
     written = visualize.draw(OUTPUT_DIR.value, cfg, source,
                              visualize.model_features(loaded.holder), cfg.model_dir, options,
                              loaded.description)

@@ -116,23 +116,32 @@ def retrieval_png(path: str, queries: np.ndarray, query_labels: np.ndarray,
     return _save(figure, path)
 
 
-def curves_png(path: str, series: Dict[str, Dict[int, float]], caption: str,
+def curves_png(path: str, runs: Dict[str, Dict[str, Dict[int, float]]], caption: str,
                order: Optional[List[str]] = None) -> str:
-    """One panel per scalar series {name: {step: value}} (names in ``order`` first)."""
-    names = [n for n in (order or []) if n in series] + sorted(
-        n for n in series if n not in (order or []))
+    """One panel per scalar series ``{run label: {name: {step: value}}}`` (names in
+    ``order`` first); the runs' curves of a name share its panel, with a legend when there
+    are several runs."""
+    present = set().union(*(series.keys() for series in runs.values())) if runs else set()
+    names = [n for n in (order or []) if n in present] + sorted(
+        n for n in present if n not in (order or []))
     if not names:
         raise ValueError("no training curves to draw: the run wrote no scalar summaries.")
     columns = min(3, len(names))
     rows = -(-len(names) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.8 * rows), squeeze=False)
     for axis, name in zip(axes.flat, names):
-        steps = sorted(series[name])
-        axis.plot(steps, [series[name][s] for s in steps], marker="." if len(steps) < 30 else "")
+        for label, series in runs.items():
+            if name not in series:
+                continue
+            steps = sorted(series[name])
+            axis.plot(steps, [series[name][s] for s in steps], label=label,
+                      marker="." if len(steps) < 30 else "")
         axis.set_title(name, fontsize=9)
         axis.set_xlabel("step", fontsize=8)
         axis.tick_params(labelsize=7)
         axis.grid(alpha=0.3)
+        if len(runs) > 1:
+            axis.legend(fontsize=6)
     for axis in list(axes.flat)[len(names):]:
         axis.axis("off")
     figure.suptitle(caption, fontsize=10)

@@ -16,7 +16,7 @@ so reading needs no matplotlib).
 import dataclasses
 import glob
 import os
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -48,6 +48,7 @@ class Options:
     num_queries: int = 6
     num_neighbours: int = 6
     split: Optional[str] = None  # default: the run's eval split
+    compare_dirs: Tuple[str, ...] = ()  # runs whose curves are drawn beside the run's
 
 
 def embed(features_of: Callable[[tf.Tensor], tf.Tensor], source: sources.Source, split: str,
@@ -113,13 +114,39 @@ def draw(output_dir: str, cfg: config_lib.Config, source: sources.Source,
     elif features_of is not None:
         print(f"{source.info.name}: unlabelled images; no embedding or retrieval picture "
               "(they colour and title images by class).", flush=True)
-    series = read_scalars(model_dir) if model_dir else {}
-    curves = [name for name in CURVES if name in series][:MAX_CURVES]
-    if curves:
-        written.append(pictures.curves_png(
-            os.path.join(output_dir, "curves.png"), {n: series[n] for n in curves},
-            f"training curves of {model_dir}", curves))
+    if model_dir:
+        written += _curves(output_dir, model_dir, options.compare_dirs)
     return written
+
+
+def _curves(output_dir: str, model_dir: str, compare_dirs: Sequence[str]) -> List[str]:
+    """curves.png: the run's scalars (and those of ``compare_dirs``, in the same panels)."""
+    from simclr_tf.tools import pictures  # noqa: PLC0415 (matplotlib: only when drawing)
+
+    dirs = [model_dir, *compare_dirs]
+    for other in compare_dirs:
+        if not read_scalars(other):
+            raise ValueError(f"--compare_dirs: {other} has no training summaries (its train/ "
+                             "and eval/ folders hold no events files): give run folders.")
+    runs = {_label(d, dirs): read_scalars(d) for d in dirs}
+    present = set().union(*(series.keys() for series in runs.values()))
+    curves = [name for name in CURVES if name in present][:MAX_CURVES]
+    if not curves:
+        return []
+    runs = {label: {n: s[n] for n in curves if n in s} for label, s in runs.items()}
+    what = model_dir if len(dirs) == 1 else ", ".join(runs)
+    return [pictures.curves_png(os.path.join(output_dir, "curves.png"), runs,
+                                f"training curves of {what}", curves)]
+
+
+def _label(model_dir: str, dirs: Sequence[str]) -> str:
+    """The shortest tail of ``model_dir``'s path that tells it from the other ``dirs``."""
+    parts = os.path.normpath(model_dir).split(os.sep)
+    others = [os.path.normpath(d).split(os.sep) for d in dirs if d != model_dir]
+    for n in range(1, len(parts) + 1):
+        if all(o[-n:] != parts[-n:] for o in others):
+            return os.sep.join(parts[-n:])
+    return model_dir
 
 
 def _embedding_pictures(output_dir, cfg, source, features_of, options, what) -> List[str]:

@@ -135,3 +135,34 @@ def test_the_views_are_of_the_originals_beside_them(tmp_path):
             mean = view.mean(0)
             assert np.allclose(mean, colour, atol=0.02) or np.allclose(mean, grey, atol=0.02), \
                 (mean, colour)
+
+
+def _write_scalars(run, values):
+    writer = tf.summary.create_file_writer(str(run / "train"))
+    with writer.as_default():
+        for step, value in values.items():
+            tf.summary.scalar("loss", value, step=step)
+    writer.close()
+
+
+def test_compared_runs_share_the_panels_of_curves_png(tmp_path):
+    first, second = tmp_path / "a" / "run", tmp_path / "b" / "run"
+    _write_scalars(first, {1: 5.0, 2: 4.0, 3: 3.5})
+    _write_scalars(second, {1: 5.0, 2: 4.5, 3: 4.2})
+    assert visualize._label(str(first), [str(first), str(second)]) == "a/run"
+    assert visualize._label(str(tmp_path / "k4"), [str(first), str(tmp_path / "k4")]) == "k4"
+    out = tmp_path / "out"
+    out.mkdir()
+    written = visualize._curves(str(out), str(first), [str(second)])
+    assert written == [str(out / "curves.png")]
+    pixels = _pixels(out / "curves.png").reshape(-1, 3)
+    # matplotlib's first two line colours, the two runs' curves: blue then orange
+    for rgb in ((31, 119, 180), (255, 127, 14)):
+        assert (np.abs(pixels - rgb).sum(axis=1) < 30).sum() > 50, rgb
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    visualize._curves(str(alone), str(first), [])
+    orange = (np.abs(_pixels(alone / "curves.png").reshape(-1, 3) - (255, 127, 14)).sum(1) < 30)
+    assert orange.sum() == 0  # one run: one colour
+    with pytest.raises(ValueError, match=r"--compare_dirs: .*empty has no training summaries"):
+        visualize._curves(str(out), str(first), [str(tmp_path / "empty")])

@@ -25,12 +25,12 @@ class _DenseModel(keras.Model):
     """A SimCLR model without batch norm: the two views on channels, a dense encoder, a
     two-layer head and a probe on the stopped encoder output (the endpoints the step reads)."""
 
-    def __init__(self):
+    def __init__(self, dtype="float32"):
         super().__init__()
-        self.encoder = keras.layers.Dense(12, activation="relu")
-        self.hidden = keras.layers.Dense(10, activation="relu")
-        self.out = keras.layers.Dense(6)
-        self.probe = keras.layers.Dense(10)
+        self.encoder = keras.layers.Dense(12, activation="relu", dtype=dtype)
+        self.hidden = keras.layers.Dense(10, activation="relu", dtype=dtype)
+        self.out = keras.layers.Dense(6, dtype=dtype)
+        self.probe = keras.layers.Dense(10, dtype=dtype)
 
     def call(self, images, training=None):
         views = model_lib.split_views(images)
@@ -122,6 +122,23 @@ def test_chunked_steps_update_the_weights_as_the_one_pass_step(one_replica, two_
             assert got_logs[key] == pytest.approx(logs[key], rel=1e-5, abs=1e-7), (where, key)
         _assert_close_updates(model.get_weights(), ref.get_weights(), weights, rel=1e-4)
     assert logs["weight_decay"] > 0 or optimizer == "lars"  # LARS decays inside its update
+
+
+@pytest.mark.parametrize("settings,dtype,rel", [
+    ({"jit_compile": True}, "float32", 1e-4),
+    ({"precision": "mixed_float16"}, "mixed_float16", 1e-3)])  # loss scaling on
+def test_chunked_step_under_xla_and_under_float16_loss_scaling(one_replica, settings, dtype,
+                                                                rel):
+    weights = _dense_weights()
+    cfg = dataclasses.replace(DENSE, optimizer="momentum", **settings)
+    build = lambda: _DenseModel(dtype)  # noqa: E731
+    (loss, logs), ref = _step(cfg, one_replica, build, weights)
+    chunked = dataclasses.replace(cfg, embedding_chunks=4)
+    (got_loss, got_logs), model = _step(chunked, one_replica, build, weights)
+    assert got_loss == pytest.approx(loss, rel=rel)
+    assert got_logs["contrast_acc"] == pytest.approx(logs["contrast_acc"], rel=rel)
+    _assert_close_updates(model.get_weights(), ref.get_weights(), weights, rel=rel)
+    assert not all(np.allclose(a, b) for a, b in zip(model.get_weights(), weights))
 
 
 def _resnet_cfg(**kw):

@@ -1,4 +1,5 @@
-"""Two worker processes on 127.0.0.1 pretrain together with MultiWorkerMirroredStrategy."""
+"""Two worker processes on 127.0.0.1 pretrain together with MultiWorkerMirroredStrategy
+(with the batch embedded in chunks, and without)."""
 
 import json
 import os
@@ -24,8 +25,12 @@ WORKER = textwrap.dedent("""
 
     model_dir, out = sys.argv[1], sys.argv[2]
     strategy = strategies.get_strategy("multi_worker")  # before any other TF op
+    # Each worker's 8 images embedded in 2 chunks (--embedding_chunks): the chunked step's
+    # collectives (the gathered negatives, global batch norm per chunk) across processes.
+    # The other test here runs the one-pass step on two workers.
     cfg = from_flagfile("flags/smoke.flags", model_dir=model_dir, global_bn=True,
-                        strategy="multi_worker", train_steps=4, checkpoint_steps=2)
+                        strategy="multi_worker", train_steps=4, checkpoint_steps=2,
+                        embedding_chunks=2)
 
     def record(model):  # a digest of every weight's bytes: equal means bit for bit
         digests = [hashlib.sha256(np.ascontiguousarray(w).tobytes()).hexdigest()
