@@ -76,9 +76,10 @@ def _embed(model: keras.Model, pieces: Sequence[tf.Tensor]) -> List[Outputs]:
 
 
 def moving_statistics(model: keras.Model) -> List[tf.Variable]:
-    """The moving means and variances of the model's batch norm layers."""
+    """The moving means and variances of the model's batch norm layers (any kind: Keras's,
+    its synchronised one, or another with ``moving_mean`` and ``moving_variance``)."""
     return [v for layer in model.submodules
-            if isinstance(layer, keras.layers.BatchNormalization)
+            if hasattr(layer, "moving_mean") and hasattr(layer, "moving_variance")
             for v in (layer.moving_mean, layer.moving_variance)]
 
 
