@@ -101,7 +101,7 @@ def test_chunked_gradients_equal_one_pass_gradients_without_batch_norm():
         for key in ("contrast_acc", "contrast_entropy", "supervised_loss"):
             assert float(got_metrics[key]) == pytest.approx(float(metrics[key]), rel=1e-6)
         for g, e in zip(grads, expected):
-            # measured: ~1e-7 of the gradient's norm (float32 sums in another order)
+            # measured: at most 3e-7 of the gradient's norm (sums in another order)
             assert np.linalg.norm(g - e) <= 1e-5 * np.linalg.norm(e), chunks
 
 
@@ -120,13 +120,14 @@ def test_chunked_steps_update_the_weights_as_the_one_pass_step(one_replica, two_
         assert got_loss == pytest.approx(loss, rel=1e-5), where
         for key in ("contrast_loss", "contrast_acc", "supervised_loss", "weight_decay"):
             assert got_logs[key] == pytest.approx(logs[key], rel=1e-5, abs=1e-7), (where, key)
-        _assert_close_updates(model.get_weights(), ref.get_weights(), weights, rel=1e-4)
+        # measured: within 1.1e-6 (float32 sums in another order)
+        _assert_close_updates(model.get_weights(), ref.get_weights(), weights, rel=1e-5)
     assert logs["weight_decay"] > 0 or optimizer == "lars"  # LARS decays inside its update
 
 
 @pytest.mark.parametrize("settings,dtype,rel", [
-    ({"jit_compile": True}, "float32", 1e-4),
-    ({"precision": "mixed_float16"}, "mixed_float16", 1e-3)])  # loss scaling on
+    ({"jit_compile": True}, "float32", 1e-5),
+    ({"precision": "mixed_float16"}, "mixed_float16", 4e-3)])  # loss scaling on
 def test_chunked_step_under_xla_and_under_float16_loss_scaling(one_replica, settings, dtype,
                                                                 rel):
     weights = _dense_weights()
@@ -166,7 +167,7 @@ def test_chunks_normalise_as_replicas_without_global_bn(one_replica, two_replica
     trainable = [i for i, v in enumerate(model.weights) if v.trainable]
     _assert_close_updates([model.get_weights()[i] for i in trainable],
                           [replicas.get_weights()[i] for i in trainable],
-                          [weights[i] for i in trainable], rel=1e-3)
+                          [weights[i] for i in trainable], rel=1e-4)  # measured: 1e-5
     # The moving statistics took one update per chunk (not two: the first pass's are undone).
     reference = build()
     reference.set_weights(weights)
