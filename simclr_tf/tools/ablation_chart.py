@@ -95,7 +95,11 @@ def write_chart(study: studies.Study, results: Dict[str, Dict], path: str,
     else:
         (_grouped if study.chart == "grouped" else _bars)(axis, study, results)
         axis.set_ylabel("top-1 (%)")
-    axis.set_title(study.title + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
+    title = study.title + (f"\n{subtitle}" if subtitle else "")
+    if heatmap:  # over the map and its colour bar, which an axis title would run under
+        figure.suptitle(title, fontsize=9)
+    else:
+        axis.set_title(title, fontsize=9)
     tmp = path + ".tmp.png"
     figure.savefig(tmp, dpi=100, bbox_inches="tight", facecolor="white")
     plt.close(figure)
