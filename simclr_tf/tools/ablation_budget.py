@@ -1,22 +1,25 @@
 """``simclr-ablate --budget_minutes``: the pretraining length that fits a study into a time.
 
 Short probe runs in ``DIR/_probe`` measure this machine on the study's flags (with those of
-its middle cell, ``probe_config``): a pretraining of ``WARM`` steps (it pays what only a
-first run pays: the kernel calibration, the view grid), resumed for ``SHORT`` steps, then
-for ``LONG`` more (the difference of the two resumed runs' wall times is ``LONG - SHORT``
-steps; what is left of the short one is the run overhead: start-up, compilation, evaluation
-and export), and one linear evaluation. The
-study's time is then modelled as
+its middle cell, ``probe_config``): a pretraining of ``WARM`` steps (it pays what only the
+first run of a process pays), then two fresh pretrainings of ``SHORT`` and ``LONG`` steps,
+each paying what every cell's run pays (start-up, the step-0 evaluation and view grid,
+compilation, the final evaluation and export): the difference of their wall times is
+``LONG - SHORT`` steps, and what is left of the short one is a run's overhead; then one
+linear evaluation. (The first design resumed the warm-up run for the two timed runs: a
+resumed run skips the step-0 evaluation, and the studies ran 5-16% over.) The study's time
+is then modelled as
 
     runs x overhead + linear evaluations x their time + steps x sum of lengths x step time,
 
 where a cell's length scales its examples (a cell with another batch trains the same
 examples in more or fewer steps; a supervised run is counted as a pretraining run, a little
-more than it costs), and solved for the steps at the run's batch.
+more than it costs), and solved for the steps at the run's batch that fill ``MARGIN`` of the
+budget (cells' runs vary by a few per cent around the probe's).
 
 A step's time is modelled as a fixed part plus a part proportional to the batch: when the
 study's cells change the batch, the probe also times its smallest batch (warm-up, short and
-long runs of its own in ``_probe/pretrain_b<batch>``, the long one as many examples longer
+long runs of its own in ``_probe/pretrain_b<batch>_*``, the long one as many examples longer
 as at the run's batch), and the two points give both parts. (Charging every example at the
 run's batch's cost had the batch study, whose batch-32 cells make four times the steps, run
 10% over.) Like the probes, the sized runs checkpoint and evaluate once, at the end. The
@@ -39,6 +42,7 @@ BUDGET_FILE = "budget.json"
 PROBE_DIR = "_probe"
 WARM, SHORT, LONG = 5, 10, 50
 MIN_STEPS = 20
+MARGIN = 0.95  # of the budget the steps are solved for: the runs' times vary by a few %
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,20 +63,19 @@ def _timed(cfg: config_lib.Config, before_run) -> float:
 
 def _step_time(cfg: config_lib.Config, model_dir: str, before_run, long: int = LONG
                ) -> Tuple[float, float, config_lib.Config]:
-    """(seconds per step, a run's overhead, the last probe's config) of ``cfg``'s pretraining,
-    from three runs in ``model_dir``: a warm-up, then two resumed runs (SHORT, ``long``
-    steps)."""
-    probe = dataclasses.replace(
-        cfg, model_dir=model_dir, train_steps=WARM, checkpoint_steps=WARM,
-        steps_per_loop=WARM, keep_hub_module_max=0).validate()
-    _timed(probe, before_run)
-    times = []
-    for steps in (SHORT, long):
-        probe = dataclasses.replace(probe, train_steps=probe.train_steps + steps,
-                                    checkpoint_steps=steps, steps_per_loop=steps)
-        times.append(_timed(probe, before_run))
-    per_step = max(times[1] - times[0], 1e-3) / (long - SHORT)
-    return per_step, max(times[0] - SHORT * per_step, 0.0), probe
+    """(seconds per step, a run's overhead, the long probe's config) of ``cfg``'s
+    pretraining, from three runs in ``model_dir_{warm,short,long}``: a warm-up, then two
+    fresh runs of SHORT and ``long`` steps."""
+    def fresh(name: str, steps: int) -> config_lib.Config:
+        return dataclasses.replace(
+            cfg, model_dir=f"{model_dir}_{name}", train_steps=steps, checkpoint_steps=steps,
+            steps_per_loop=steps, keep_hub_module_max=0).validate()
+
+    _timed(fresh("warm", WARM), before_run)
+    short = _timed(fresh("short", SHORT), before_run)
+    probe = fresh("long", long)
+    per_step = max(_timed(probe, before_run) - short, 1e-3) / (long - SHORT)
+    return per_step, max(short - SHORT * per_step, 0.0), probe
 
 
 def measure(cfg: config_lib.Config, linear, root: str,
@@ -144,9 +147,9 @@ def steps_for(study: studies.Study, cfg: config_lib.Config, timing: Timing,
     linears = sum(not c.supervised for c in study.cells)
     fixed = runs * timing.run_overhead + linears * timing.linear_seconds + timing.probe_seconds
     per_step = sum(cost.values())
-    steps = int((budget_minutes * 60 - fixed) / per_step)
+    steps = int((MARGIN * budget_minutes * 60 - fixed) / per_step)
     if steps < MIN_STEPS:
-        needed = (fixed + MIN_STEPS * per_step) / 60
+        needed = (fixed + MIN_STEPS * per_step) / 60 / MARGIN
         raise ValueError(
             f"--budget_minutes={budget_minutes:g} is too short for --study={study.name} on "
             f"this machine: its {len(study.cells)} cells need at least {needed:.0f} minutes "
