@@ -19,7 +19,7 @@ cli_flags.define_flags(train_mode="pretrain", resnet_depth=18, width_multiplier=
                        strategy="default")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
 flags.DEFINE_list("parts", ["step", "input", "eval"], "What to measure: step, input, eval; "
-                  "also memory (RSS over 2,000 smoke steps), startup (100,000-image folder) "
+                  "also memory (RSS over 2,000 smoke steps), startup (100,000-image folder), "
                   "loss_scaling (NT-Xent and the step against the global batch) and chunks "
                   "(the step's time and peak memory against --embedding_chunks).")
 flags.DEFINE_list("chunk_counts", ["1", "2", "4", "8"], "chunks: the --embedding_chunks "

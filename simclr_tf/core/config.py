@@ -102,7 +102,8 @@ class Config:
         1, "Pretraining: each replica's share of the batch goes through the encoder and head "
         "in K chunks, twice (gradient caching: the loss and its gradient over the whole batch, "
         "the activations of one chunk in memory at a time); the same NT-Xent over all the "
-        "batch's negatives as K=1, at about one more forward pass. Batch norm then normalises "
+        "batch's negatives as K=1, for one more forward pass (1.4-1.7x the step's time on a "
+        "CPU at K=2-4). Batch norm then normalises "
         "each chunk on its own (as K replicas without --global_bn would; with it, a chunk "
         "across the replicas) and its moving statistics take one update per chunk. "
         "docs/scaling.md: which K for a batch and a memory.")
