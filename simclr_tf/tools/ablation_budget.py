@@ -7,7 +7,9 @@ each paying what every cell's run pays (start-up, the step-0 evaluation and view
 compilation, the final evaluation and export): the difference of their wall times is
 ``LONG - SHORT`` steps, and what is left of the short one is a run's overhead; then one
 linear evaluation. (The first design resumed the warm-up run for the two timed runs: a
-resumed run skips the step-0 evaluation, and the studies ran 5-16% over.) The study's time
+resumed run skips the step-0 evaluation, and the studies ran 5-16% over. A difference of 40
+steps, ~8 s, was too short to time: two probes of one study measured 0.18 and 0.23 s per
+step; 100 steps halve the noise's share.) The study's time
 is then modelled as
 
     runs x overhead + linear evaluations x their time + steps x sum of lengths x step time,
@@ -40,7 +42,7 @@ from simclr_tf.training import train
 
 BUDGET_FILE = "budget.json"
 PROBE_DIR = "_probe"
-WARM, SHORT, LONG = 5, 10, 50
+WARM, SHORT, LONG = 5, 10, 110
 MIN_STEPS = 20
 MARGIN = 0.95  # of the budget the steps are solved for: the runs' times vary by a few %
 
@@ -90,7 +92,7 @@ def measure(cfg: config_lib.Config, linear, root: str,
     fixed = 0.0
     if other_batch and other_batch != cfg.train_batch_size:
         # As many examples between its two timed runs as at the run's batch: a smaller
-        # batch's steps are short, and 40 of them too few to time against the noise.
+        # batch's steps are short, and 100 of them too few to time against the noise.
         other = dataclasses.replace(cfg, train_batch_size=other_batch)
         long = SHORT + max(1, round((LONG - SHORT) * cfg.train_batch_size / other_batch))
         other_step, _, _ = _step_time(

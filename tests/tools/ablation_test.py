@@ -181,11 +181,11 @@ def test_the_probe_times_the_smallest_other_batch_of_a_batch_study(tiny, tmp_pat
     assert ablation_budget.smallest_other_batch(TINY_STUDY, cfg) is None
     timing = ablation_budget.measure(cfg, LINEAR, str(tmp_path / "s"), other_batch=32)
     # A warm-up, then two fresh runs (each pays a run's overhead, as every cell does); at
-    # batch 32 the long run is 4 x 40 steps longer than the short one: the same images.
+    # batch 32 the long run is 4 x 100 steps longer than the short one: the same images.
     assert {os.path.relpath(d, tmp_path): n for d, n in done.items()} == {
         "s/_probe/pretrain_warm": 5, "s/_probe/pretrain_short": 10,
-        "s/_probe/pretrain_long": 50, "s/_probe/pretrain_b32_warm": 5,
-        "s/_probe/pretrain_b32_short": 10, "s/_probe/pretrain_b32_long": 170}
+        "s/_probe/pretrain_long": 110, "s/_probe/pretrain_b32_warm": 5,
+        "s/_probe/pretrain_b32_short": 10, "s/_probe/pretrain_b32_long": 410}
     assert timing.seconds_per_step == pytest.approx(0.5)
     assert timing.step_fixed == pytest.approx(0.1)
     assert timing.run_overhead == pytest.approx(7.0) and timing.linear_seconds == 3.0
@@ -253,7 +253,7 @@ def test_shared_pretraining_supervised_cells_and_the_budget(tiny, tmp_path, monk
     results = ablation.run(study, cfg, LINEAR, budget_minutes=5)
     probe = [c for c in calls if c[0].startswith("s/_probe")]
     assert probe == [("s/_probe/pretrain_warm", 5), ("s/_probe/pretrain_short", 10),
-                     ("s/_probe/pretrain_long", 50), ("s/_probe/linear", 2)]
+                     ("s/_probe/pretrain_long", 110), ("s/_probe/linear", 2)]
     cells = calls[len(probe):]
     assert cells == [("s/enc/pretrain", 3), ("s/h/linear", 2), ("s/gh/linear", 2),
                      ("s/sup/supervised", 3)]  # the shared pretraining ran once
