@@ -4,10 +4,11 @@ Short probe runs in ``DIR/_probe`` measure this machine on the study's flags (wi
 its middle cell, ``probe_config``): a pretraining of ``WARM`` steps (it pays what only the
 first run of a process pays), then two fresh pretrainings of ``SHORT`` and ``LONG`` steps,
 each paying what every cell's run pays (start-up, the step-0 evaluation and view grid,
-compilation, the final evaluation and export): the difference of their wall times is
+compilation, the final evaluation and the SavedModel export): the difference of their wall times is
 ``LONG - SHORT`` steps, and what is left of the short one is a run's overhead; then one
 linear evaluation. (The first design resumed the warm-up run for the two timed runs: a
-resumed run skips the step-0 evaluation, and the studies ran 5-16% over. A difference of 40
+resumed run skips the step-0 evaluation, and the probes did not export: the studies ran 5-16%
+over. A difference of 40
 steps, ~8 s, was too short to time: two probes of one study measured 0.18 and 0.23 s per
 step; 100 steps halve the noise's share.) The study's time
 is then modelled as
@@ -69,9 +70,9 @@ def _step_time(cfg: config_lib.Config, model_dir: str, before_run, long: int = L
     pretraining, from three runs in ``model_dir_{warm,short,long}``: a warm-up, then two
     fresh runs of SHORT and ``long`` steps."""
     def fresh(name: str, steps: int) -> config_lib.Config:
-        return dataclasses.replace(
+        return dataclasses.replace(  # exporting at the end, as every cell's pretraining does
             cfg, model_dir=f"{model_dir}_{name}", train_steps=steps, checkpoint_steps=steps,
-            steps_per_loop=steps, keep_hub_module_max=0).validate()
+            steps_per_loop=steps).validate()
 
     _timed(fresh("warm", WARM), before_run)
     short = _timed(fresh("short", SHORT), before_run)
