@@ -4,14 +4,13 @@ Short probe runs in ``DIR/_probe`` measure this machine on the study's flags (wi
 its middle cell, ``probe_config``): a pretraining of ``WARM`` steps (it pays what only the
 first run of a process pays), then two fresh pretrainings of ``SHORT`` and ``LONG`` steps,
 each paying what every cell's run pays (start-up, the step-0 evaluation and view grid,
-compilation, the final evaluation and the SavedModel export): the difference of their wall times is
-``LONG - SHORT`` steps, and what is left of the short one is a run's overhead; then one
-linear evaluation. (The first design resumed the warm-up run for the two timed runs: a
-resumed run skips the step-0 evaluation, and the probes did not export: the studies ran 5-16%
-over. A difference of 40
-steps, ~8 s, was too short to time: two probes of one study measured 0.18 and 0.23 s per
-step; 100 steps halve the noise's share.) The study's time
-is then modelled as
+compilation, the final evaluation and the SavedModel export): the difference of their wall
+times is ``LONG - SHORT`` steps, and what is left of the short one is a run's overhead; then
+one linear evaluation. (The first design resumed the warm-up run for the two timed runs,
+which skipped the step-0 evaluation, and did not export: the studies ran 5-16% over. And a
+difference of 40 steps, ~8 s, was too short to time: two probes of one study measured 0.18
+and 0.23 s per step; 100 steps halve the noise's share.) The study's time is then modelled
+as
 
     runs x overhead + linear evaluations x their time + steps x sum of lengths x step time,
 
