@@ -63,16 +63,17 @@ def _timed(cfg: config_lib.Config, before_run) -> float:
     return time.time() - start
 
 
-def _step_time(cfg: config_lib.Config, model_dir: str, before_run, long: int = LONG
-               ) -> Tuple[float, float, config_lib.Config]:
+def _step_time(cfg: config_lib.Config, model_dir: str, before_run,
+               long: Optional[int] = None) -> Tuple[float, float, config_lib.Config]:
     """(seconds per step, a run's overhead, the long probe's config) of ``cfg``'s
     pretraining, from three runs in ``model_dir_{warm,short,long}``: a warm-up, then two
-    fresh runs of SHORT and ``long`` steps."""
+    fresh runs of SHORT and ``long`` (default LONG) steps."""
     def fresh(name: str, steps: int) -> config_lib.Config:
         return dataclasses.replace(  # exporting at the end, as every cell's pretraining does
             cfg, model_dir=f"{model_dir}_{name}", train_steps=steps, checkpoint_steps=steps,
             steps_per_loop=steps).validate()
 
+    long = long or LONG
     _timed(fresh("warm", WARM), before_run)
     short = _timed(fresh("short", SHORT), before_run)
     probe = fresh("long", long)

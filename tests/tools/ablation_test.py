@@ -249,11 +249,12 @@ def test_shared_pretraining_supervised_cells_and_the_budget(tiny, tmp_path, monk
     monkeypatch.setattr(train, "run", lambda c, **kw: calls.append(
         (os.path.relpath(c.model_dir, tmp_path), c.train_steps)) or original(c, **kw))
     monkeypatch.setattr(ablation_budget, "steps_for", lambda *a: 3)  # the solve is tested above
+    monkeypatch.setattr(ablation_budget, "LONG", 12)  # the probe's runs, shorter
     cfg = tiny(tmp_path / "s", train_steps=2, checkpoint_steps=2, steps_per_loop=2)
     results = ablation.run(study, cfg, LINEAR, budget_minutes=5)
     probe = [c for c in calls if c[0].startswith("s/_probe")]
     assert probe == [("s/_probe/pretrain_warm", 5), ("s/_probe/pretrain_short", 10),
-                     ("s/_probe/pretrain_long", 110), ("s/_probe/linear", 2)]
+                     ("s/_probe/pretrain_long", 12), ("s/_probe/linear", 2)]
     cells = calls[len(probe):]
     assert cells == [("s/enc/pretrain", 3), ("s/h/linear", 2), ("s/gh/linear", 2),
                      ("s/sup/supervised", 3)]  # the shared pretraining ran once
