@@ -15,8 +15,6 @@ from typing import Callable, Dict, List
 
 from simclr_tf.bench import loss_scaling
 
-CHUNKS = (1, 2, 4, 8)
-
 
 def run(cfg, strategy, options, report: Callable[[str], None],
         measure_step: Callable) -> Dict[str, float]:

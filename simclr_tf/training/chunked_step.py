@@ -83,7 +83,8 @@ def moving_statistics(model: keras.Model) -> List[tf.Variable]:
             for v in (layer.moving_mean, layer.moving_variance)]
 
 
-def _add(total: Optional[tf.Tensor], grad: Optional[tf.Tensor]) -> Optional[tf.Tensor]:
+def add_gradient(total: Optional[tf.Tensor], grad: Optional[tf.Tensor]) -> Optional[tf.Tensor]:
+    """``total + grad``, where either may be None (a variable the loss does not reach)."""
     if grad is None:
         return total
     grad = tf.convert_to_tensor(grad)  # an IndexedSlices (none here) would not add
@@ -120,6 +121,6 @@ def gradients(model: keras.Model, images: tf.Tensor, variables: Sequence[tf.Vari
                 tf.reduce_sum(tf.cast(outputs[k], tf.float32) * tf.cast(g[i], tf.float32))
                 for k, g in shares.items()])
         grads = tape.gradient(surrogate, variables)
-        total = [_add(t, g) for t, g in zip(total, grads)]
+        total = [add_gradient(t, g) for t, g in zip(total, grads)]
         previous = [t for t in total if t is not None]
     return loss, metrics, total

@@ -120,8 +120,7 @@ def make_replica_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
             decay = optim.weight_decay_loss(variables, cfg.weight_decay, cfg.optimizer)
             scaled_decay = scaled(decay)
         decay_grads = tape.gradient(scaled_decay, variables)
-        grads = [d if g is None else (g if d is None else g + d)
-                 for g, d in zip(grads, decay_grads)]
+        grads = [chunked_step.add_gradient(g, d) for g, d in zip(grads, decay_grads)]
         return loss + decay, decay, metrics, grads
 
     return tf.function(replica_step, jit_compile=True) if cfg.jit_compile else replica_step
