@@ -6,9 +6,11 @@
 Every cell is an ordinary pair of runs in ``DIR/<cell>/{pretrain,linear}`` (a supervised
 cell: one run in ``DIR/<cell>/supervised``) with its flags.txt, on top of the flags given (a
 flagfile sizes the runs, or --budget_minutes does); an interrupted study continues where it
-stopped and never re-runs a finished run. ``DIR/ablation.md`` has each cell's top-1 and kNN
-top-1 beside the paper's figure, ``DIR/ablation.png`` its chart. Studies: color_strength,
-augmentation_pairs, projection_head, temperature, loss, batch_size (docs/ablations.md).
+stopped and never re-runs a finished run. A resumed study keeps the flags it began with
+(DIR/study.json): other flags are refused, naming each that differs. ``DIR/ablation.md`` has
+each cell's top-1 and kNN top-1 beside the paper's figure, ``DIR/ablation.png`` its chart.
+Studies: color_strength, augmentation_pairs, projection_head, temperature, loss, batch_size
+(docs/ablations.md).
 """
 
 import os
@@ -27,7 +29,8 @@ CELLS = flags.DEFINE_string(
 BUDGET = flags.DEFINE_float(
     "budget_minutes", 0.0, "Fit the whole study into this many minutes: probe runs measure "
     "this machine, then every cell pretrains for the steps that fit (kept in "
-    "DIR/budget.json for a resumed study). 0: the flags' --train_steps / --train_epochs.",
+    "DIR/budget.json for a resumed study); at most 43200 (30 days). 0: the flags' "
+    "--train_steps / --train_epochs.",
     lower_bound=0.0)
 LINEAR_STEPS = flags.DEFINE_integer(
     "linear_eval_steps", 200, "Training steps of each cell's linear evaluation.",

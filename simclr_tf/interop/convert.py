@@ -28,7 +28,7 @@ from simclr_tf.interop.original_checkpoint import (  # noqa: F401
     OriginalCheckpoint,
     main_path_slots,
 )
-from simclr_tf.models import resnet
+from simclr_tf.models import resnet, saved_files
 from simclr_tf.models import simclr_model as model_lib
 from simclr_tf.runs import export as export_lib
 from simclr_tf.runs import run_folder
@@ -124,7 +124,8 @@ def fill(model, original: OriginalCheckpoint, sk: bool) -> List[str]:
 
 def _fill_all(model, original: OriginalCheckpoint, arch: Architecture):
     """``fill``, and an error when a variable of the original has no place in the model."""
-    unused = fill(model, original, sk=arch.sk_ratio > 0)
+    with saved_files.reading(original.prefix, "--original"):  # garbled bytes: one line
+        unused = fill(model, original, sk=arch.sk_ratio > 0)
     if unused:
         raise ValueError(f"{len(unused)} variable(s) of {original.prefix} have no place in "
                          f"the model, e.g. {unused[:3]}.")
@@ -159,9 +160,12 @@ def open_original(path: str) -> OriginalCheckpoint:
     ``saved_model/``, the original's run folder ``saved_model/<step>/``)."""
     if tf.io.gfile.isdir(path) and not tf.train.latest_checkpoint(path):
         path = _savedmodel_in(path) or path
-    if export_lib.holds_savedmodel(path):
+    if export_lib.holds_savedmodel(path):  # it checks its files itself, naming them
         return original_savedmodel.OriginalSavedModel(path)
-    return OriginalCheckpoint(resolve_original(path))
+    prefix = resolve_original(path)
+    saved_files.check_bundle(prefix, f"--original={path!r}")
+    with saved_files.reading(prefix, f"--original={path!r}"):
+        return OriginalCheckpoint(prefix)
 
 
 def _savedmodel_in(folder: str) -> Optional[str]:
@@ -189,8 +193,11 @@ def resolve_original(path: str) -> str:
                              "original run's folder or a ckpt-N prefix.")
         return prefix or max(numbered)[1]
     if not tf.io.gfile.exists(path + ".index"):
-        raise ValueError(f"--original={path!r} does not exist: give the original's SavedModel "
-                         "folder, a ckpt-N prefix of its run, or the folder holding it.")
+        what = ("does not exist" if not tf.io.gfile.exists(path)
+                else f"is {saved_files.describe(path)}, not a model of the original")
+        raise ValueError(f"--original={path!r} {what}: give the original's SavedModel "
+                         "folder, a ckpt-N prefix of its run (the path without .index), or "
+                         "the folder holding it.")
     return path
 
 

@@ -15,7 +15,7 @@ import tf_keras as keras
 from simclr_tf.core import choices
 from simclr_tf.core import endpoints as ep
 from simclr_tf.models import heads as heads_lib
-from simclr_tf.models import resnet
+from simclr_tf.models import resnet, saved_files
 from simclr_tf.models.kernels import convs, kernel_choice
 
 
@@ -138,11 +138,9 @@ class HubClassifier(keras.Model):
         super().__init__(name=name, **kwargs)
         import tensorflow_hub as hub  # noqa: PLC0415 (only this path needs it)
 
-        try:
+        saved_files.export_outputs(path, "--hub_module")  # one line if not an export of ours
+        with saved_files.reading(path, f"--hub_module={path!r}"):
             self.hub_layer = hub.KerasLayer(path, trainable=trainable, name="hub_module")
-        except (OSError, ValueError, tf.errors.NotFoundError) as e:
-            raise ValueError(f"--hub_module={path!r} is not a SavedModel exported by "
-                             f"simclr_tf (a folder with saved_model.pb): {e}") from e
         self.supervised_head = heads_lib.build_supervised_head(
             num_classes, zero_init=zero_init_logits_layer)
         self.projection_head_frozen = not trainable

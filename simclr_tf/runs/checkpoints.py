@@ -15,9 +15,12 @@ from typing import Callable, Optional
 import tensorflow as tf
 from absl import logging
 
+from simclr_tf.models import saved_files
+
 # What reading a truncated, missing or garbled checkpoint file raises (a checkpoint of
 # another architecture raises ValueError from ``_read`` instead, and is not skipped).
-_CORRUPT = (tf.errors.OpError, IndexError, EOFError, OSError, UnicodeDecodeError)
+_CORRUPT = (saved_files.DamagedFileError, tf.errors.OpError, IndexError, EOFError, OSError,
+            UnicodeDecodeError)
 
 
 class CheckpointWriteError(RuntimeError):
@@ -133,9 +136,15 @@ def resolve(path: str) -> str:
 
 
 def _read(checkpoint: tf.train.Checkpoint, prefix: str, what: str):
+    """Restores ``checkpoint`` from ``prefix``; a damaged file (``DamagedFileError``) or
+    another architecture (ValueError naming the variables that differ) in one line."""
+    saved_files.check_bundle(prefix, f"cannot restore {what}")
     try:
-        status = checkpoint.read(prefix)
+        with saved_files.reading(prefix, f"cannot restore {what}"):
+            status = checkpoint.read(prefix)
         status.assert_existing_objects_matched()
+    except saved_files.DamagedFileError:
+        raise
     except (ValueError, AssertionError, tf.errors.InvalidArgumentError) as e:
         raise ValueError(
             f"cannot restore {what} from {prefix!r}: the checkpoint holds another architecture "

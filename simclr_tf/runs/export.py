@@ -22,6 +22,7 @@ from typing import List
 import tensorflow as tf
 
 from simclr_tf.core import endpoints as ep
+from simclr_tf.models import saved_files
 from simclr_tf.models import simclr_model as model_lib
 from simclr_tf.models.kernels import convs
 from simclr_tf.runs import checkpoints
@@ -134,7 +135,7 @@ def is_export(path: str) -> bool:
         root = saved_object_graph(path)[0]
     except ValueError:  # unreadable: not ours to replace
         return False
-    return {"model", "serve"} <= {c.local_name for c in root.children}
+    return set(saved_files.EXPORT_ROOT) <= {c.local_name for c in root.children}
 
 
 def check_target(export_dir: str, flag: str = ""):

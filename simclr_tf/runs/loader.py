@@ -13,7 +13,7 @@ from typing import Dict, Optional
 import tensorflow as tf
 
 from simclr_tf.core import config as config_lib
-from simclr_tf.core import endpoints as ep
+from simclr_tf.models import saved_files
 from simclr_tf.runs import checkpoints
 from simclr_tf.runs import export as export_lib
 from simclr_tf.runs import run_folder
@@ -38,13 +38,15 @@ def _run_settings(path: str) -> Optional[config_lib.Config]:
     return run_folder.read_settings(flagfile) if flagfile else None
 
 
-def from_export(path: str) -> LoadedModel:
-    """The export at ``path``, with its run's settings when it sits in a run folder."""
-    module = tf.saved_model.load(path)
-    serving = getattr(module, "signatures", {}).get("serving_default")
-    specs = serving.structured_outputs if serving is not None else {}
-    num_classes = int(specs[ep.LOGITS_SUP].shape[-1]) if ep.LOGITS_SUP in specs else None
-    return LoadedModel(module, num_classes, _run_settings(path), f"export {path}")
+def from_export(path: str, flag: str = "--hub_module") -> LoadedModel:
+    """The export at ``path`` (given as ``flag``, named in errors), with its run's settings
+    when it sits in a run folder. Another program's SavedModel, or a damaged export, is
+    refused in one line (``saved_files.export_outputs``)."""
+    outputs = saved_files.export_outputs(path, flag)
+    with saved_files.reading(path, f"{flag}={path!r}"):
+        module = tf.saved_model.load(path)
+    return LoadedModel(module, saved_files.num_classes(outputs), _run_settings(path),
+                       f"export {path}")
 
 
 def from_checkpoint(path: str, settings: config_lib.Config) -> LoadedModel:
@@ -64,7 +66,7 @@ def load(path: str, flag: str) -> LoadedModel:
         raise ValueError(f"{flag}={path!r} does not exist; give an export (a folder with "
                          "saved_model.pb), the folder of a run, or a checkpoint.")
     if export_lib.holds_savedmodel(path):
-        return from_export(path)
+        return from_export(path, flag)
     if prefix or (tf.io.gfile.isdir(path) and tf.train.latest_checkpoint(path)):
         settings = _run_settings(path)
         if settings is None:
@@ -74,5 +76,5 @@ def load(path: str, flag: str) -> LoadedModel:
         return from_checkpoint(path, settings)
     exports = export_lib.list_exports(path) if tf.io.gfile.isdir(path) else []
     if exports:
-        return from_export(exports[-1])
+        return from_export(exports[-1], flag)
     raise ValueError(f"{flag}={path!r} holds no export (saved_model.pb) and no checkpoint.")

@@ -6,7 +6,9 @@ A study is a list of cells, each a setting of the run's flags. Every cell is pre
 into ``DIR/<cell>/linear`` (a supervised cell instead trains from random initialisation into
 ``DIR/<cell>/supervised``); each is an ordinary run folder with its flags.txt, so an
 interrupted study resumes: a run that wrote its summary.json is never run again, and a run
-cut short continues from its newest checkpoint. ``DIR/ablation.md`` puts each cell's top-1
+cut short continues from its newest checkpoint, and a study resumed with other flags is
+refused (``ablation_record``: its first settings are kept in ``DIR/study.json``).
+``DIR/ablation.md`` puts each cell's top-1
 and the kNN top-1 of its pretrained encoder beside the paper's figure for that cell, where
 the paper gives one, and the direction it reports; ``DIR/ablation.png`` draws them.
 """
@@ -18,7 +20,7 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from simclr_tf.core import config as config_lib
-from simclr_tf.tools import ablation_budget, ablation_chart, demo
+from simclr_tf.tools import ablation_budget, ablation_chart, ablation_record, demo
 from simclr_tf.tools import ablation_studies as studies
 from simclr_tf.training import train
 
@@ -100,7 +102,14 @@ def run(study: studies.Study, cfg: config_lib.Config, linear: LinearSettings,
     (``ablation_budget``) instead of ``cfg``'s length."""
     root, results, start, ran = cfg.model_dir, {}, time.time(), 0
     if budget_minutes:
+        ablation_budget.check_minutes(budget_minutes)
+    # Before any work: a resumed study keeps its first settings. They are kept once the
+    # length is fixed (a budget refused as too short keeps nothing).
+    record = ablation_record.settings(study.name, cfg, linear, budget_minutes)
+    ablation_record.check(root, record)
+    if budget_minutes:
         cfg = ablation_budget.sized(study, cfg, linear, budget_minutes, before_run)
+    ablation_record.keep(root, record)
     cells_start = time.time()  # the ETA is of the cells alone, without the probe
     for i, cell in enumerate(study.cells, 1):
         left = len(study.cells) - i + 1

@@ -26,7 +26,8 @@ as at the run's batch), and the two points give both parts. (Charging every exam
 run's batch's cost had the batch study, whose batch-32 cells make four times the steps, run
 10% over.) Like the probes, the sized runs checkpoint and evaluate once, at the end. The
 sizing is kept in ``DIR/budget.json``: a resumed study reuses it, so its cells stay
-comparable.
+comparable. A probe starts afresh: the runs of an earlier one (a budget refused as too short)
+are removed first, since finished runs would train, and so time, nothing.
 """
 
 import dataclasses
@@ -34,6 +35,8 @@ import json
 import os
 import time
 from typing import Callable, Dict, Optional, Tuple
+
+import tensorflow as tf
 
 from simclr_tf.core import config as config_lib
 from simclr_tf.tools import ablation_studies as studies
@@ -45,6 +48,15 @@ PROBE_DIR = "_probe"
 WARM, SHORT, LONG = 5, 10, 110
 MIN_STEPS = 20
 MARGIN = 0.95  # of the budget the steps are solved for: the runs' times vary by a few %
+MAX_MINUTES = 43_200  # 30 days: past that, a budget is a typo (and its steps overflow)
+
+
+def check_minutes(budget_minutes: float):
+    """Raises ValueError, in one line, unless ``budget_minutes`` is in (0, MAX_MINUTES]."""
+    if not 0 < budget_minutes <= MAX_MINUTES:  # also refuses nan
+        raise ValueError(f"--budget_minutes={budget_minutes:g} is out of range: give minutes "
+                         f"in (0, {MAX_MINUTES}] (30 days), or 0 to train the flags' "
+                         "--train_steps / --train_epochs.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +100,9 @@ def measure(cfg: config_lib.Config, linear, root: str,
     study's smallest other batch) is timed too, for the part of a step that does not grow
     with the batch."""
     start = time.time()
+    probes = os.path.join(root, PROBE_DIR)
+    if tf.io.gfile.isdir(probes):  # runs of an earlier probe, finished: they would train
+        tf.io.gfile.rmtree(probes)  # nothing and time nothing; every probe starts afresh
     per_step, overhead, probe = _step_time(cfg, os.path.join(root, PROBE_DIR, "pretrain"),
                                            before_run)
     fixed = 0.0

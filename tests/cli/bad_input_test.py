@@ -404,3 +404,119 @@ def test_files_that_are_no_images_this_reads_are_counted_by_kind(tmp_path, caplo
     warning = " ".join(r.getMessage() for r in caplog.records)
     assert f"Skipped 4 files under {root} that are no images this reads (.heic: 2, .mov: 1, " \
         "(no extension): 1)" in warning, warning
+
+
+def _foreign_savedmodel(path):
+    """Another program's SavedModel: a tf.Module as ``tf.saved_model.save`` writes it."""
+    module = tf.Module()
+    module.w = tf.Variable(tf.ones([3, 4]))
+    module.f = tf.function(lambda x: tf.reduce_mean(x, [1, 2]) @ module.w,
+                           input_signature=[tf.TensorSpec([None, None, None, 3])])
+    tf.saved_model.save(module, str(path), signatures=module.f)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def damaged(trained_run, tmp_path_factory):
+    """{kind: path}: another program's SavedModel, the shared run's export with its variables
+    cut in half, and a copy of the run with its newest checkpoint's data cut in half."""
+    import shutil  # noqa: PLC0415
+
+    cfg, summary = trained_run
+    root = tmp_path_factory.mktemp("damaged")
+    export = str(root / "export")
+    shutil.copytree(summary["saved_model"], export)
+    _cut(os.path.join(export, "variables", "variables.data-00000-of-00001"))
+    run = str(root / "run")
+    shutil.copytree(cfg.model_dir, run)
+    _cut(os.path.join(run, "ckpt-4.data-00000-of-00001"))
+    return {"foreign": _foreign_savedmodel(root / "foreign"), "export": export, "run": run}
+
+
+CUT_EXPORT = r"variables/variables.data-00000-of-00001 is cut short: [\d,]+ bytes where its index"
+CUT_RUN = r"ckpt-4.data-00000-of-00001 is cut short: [\d,]+ bytes where its index"
+FOREIGN = r"is a SavedModel of another program, not an export of simclr_tf: its root holds f, "
+
+
+def test_every_reader_of_an_export_or_a_run_names_what_is_wrong(damaged, tiny, tmp_path):
+    from simclr_tf.models import simclr_model as model_lib  # noqa: PLC0415
+    from simclr_tf.runs import loader  # noqa: PLC0415
+    from simclr_tf.training import distill  # noqa: PLC0415
+
+    readers = {  # the programs' ways in: each names the flag, the path and what is wrong
+        "finetune --hub_module": lambda p: model_lib.from_config(
+            tiny(tmp_path, train_mode="finetune", hub_module=p), 10),
+        "transfer/visualize --hub_module": lambda p: _common.run_model(
+            tiny(tmp_path, hub_module=p), set()),
+        "distill --teacher": lambda p: distill.load_teacher(p, tf.distribute.get_strategy()),
+    }
+    for name, read in readers.items():
+        flag = name.split()[-1].split("=")[0]
+        for kind, message in (("foreign", FOREIGN), ("export", CUT_EXPORT)):
+            path = damaged[kind]
+            with pytest.raises(ValueError, match=rf"^{flag}={re.escape(repr(path))}.*{message}"):
+                read(path)
+    # A run whose newest checkpoint is cut: eval, export, finetune --checkpoint, the teacher.
+    run = tiny(damaged["run"])
+    for read in (lambda: evaluation.evaluate(run),
+                 lambda: _common.run_model(run, set()),
+                 lambda: checkpoints.restore_pretrained(built_tiny_model(), damaged["run"]),
+                 lambda: loader.load(damaged["run"], "--teacher")):
+        with pytest.raises(ValueError, match=rf"^cannot restore .*{CUT_RUN}"):
+            read()
+
+
+def _program(prog, *args):
+    """(exit code, stderr, its last line) of ``simclr-<prog> args``."""
+    proc = subprocess.run([sys.executable, "-m", f"simclr_tf.cli.{prog}", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    lines = proc.stderr.strip().splitlines()
+    return proc.returncode, proc.stderr, lines[-1] if lines else ""
+
+
+def _study_begun_with_4_steps(root, monkeypatch):
+    """``root``: the temperature study begun by the real code with smoke.flags' 4 steps, its
+    cells' training faked (each writes the summary.json a finished run leaves)."""
+    import json  # noqa: PLC0415
+
+    from simclr_tf.cli import flags as cli_flags  # noqa: PLC0415
+    from simclr_tf.tools import ablation, ablation_studies  # noqa: PLC0415
+
+    def finished(cfg, **_):
+        os.makedirs(cfg.model_dir, exist_ok=True)
+        with open(os.path.join(cfg.model_dir, train.SUMMARY_FILE), "w") as f:
+            json.dump({"top1": 0.5, "global_step": cfg.train_steps}, f)
+
+    monkeypatch.setattr(train, "run", finished)
+    cfg = cli_flags.from_flagfile(os.path.join(ROOT, "flags/smoke.flags"), model_dir=str(root))
+    study = ablation_studies.get("temperature", "t0.1")
+    ablation.run(study, cfg, ablation.LinearSettings(200, 0.2, 256))  # simclr-ablate's defaults
+
+
+def test_the_six_inputs_of_issue_37_end_in_one_line(damaged, tmp_path, monkeypatch):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("what I tried\n")
+    study = tmp_path / "study"
+    _study_begun_with_4_steps(study, monkeypatch)
+    smoke = "--flagfile=flags/smoke.flags"
+    finetune = [smoke, "--train_mode=finetune", "--fine_tune_after_block=-1",
+                f"--model_dir={tmp_path / 'ft'}"]
+    cases = [
+        ("finetune", [*finetune, f"--hub_module={damaged['foreign']}"], FOREIGN),
+        ("finetune", [*finetune, f"--hub_module={damaged['export']}"], CUT_EXPORT),
+        ("convert", [f"--original={notes}", f"--model_dir={tmp_path / 'conv'}"],
+         r"--original='.*notes.txt' is a text file of 13 bytes starting 'what I tried', not a "
+         "model of the original"),
+        ("ablate", ["--study=temperature", smoke, "--budget_minutes=1e30",
+                    f"--model_dir={tmp_path / 'budget'}"],
+         r"--budget_minutes=1e\+30 is out of range: give minutes in \(0, 43200\]"),
+        ("ablate", ["--study=temperature", smoke, "--train_steps=8", f"--model_dir={study}"],
+         r"holds --study=temperature begun with other flags \(--train_steps=4 then, "
+         r"--train_steps=8 now\): a resumed study keeps its first flags"),
+    ]
+    for prog, args, message in cases:
+        code, err, last = _program(prog, *args)
+        assert code == 2 and "Traceback" not in err, err[-3000:]
+        assert re.match(rf"simclr-{prog}: error: .*{message}", last), last
+    assert not os.path.exists(tmp_path / "budget" / "_probe")  # refused before any work
+    assert sorted(os.listdir(study)) == ["ablation.md", "ablation.png", "study.json", "t0.1"]

@@ -187,7 +187,8 @@ def test_hub_module_misuse_is_named(overrides, match, tmp_path):
 def test_hub_module_that_is_not_an_export(tiny, tmp_path):
     cfg = tiny(tmp_path / "run", train_mode="finetune",
                hub_module=str(tmp_path / "nothing_here"))
-    with pytest.raises(ValueError, match="is not a SavedModel exported by simclr_tf"):
+    with pytest.raises(ValueError, match=r"^--hub_module='.*nothing_here' does not exist; "
+                                         "give an export of simclr_tf"):
         train.run(cfg)
 
 

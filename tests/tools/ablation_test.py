@@ -130,75 +130,6 @@ def test_the_chart_is_written_from_fixed_results(name, tmp_path):
     assert os.listdir(tmp_path) == ["ablation.png"]  # no temporary file left
 
 
-def test_the_budget_is_solved_from_the_measured_times(tiny):
-    timing = ablation_budget.Timing(seconds_per_step=0.5, run_overhead=10.0,
-                                    linear_seconds=20.0, probe_seconds=30.0)
-    cfg = tiny("unused")
-    # TINY_STUDY: 2 pretrainings (10 s each) + 2 linear evaluations (20 s each) + probe 30 s
-    # = 90 s fixed; 95% of 10 minutes (570 s) leave 480 s for 2 x 0.5 s per step.
-    assert ablation_budget.MARGIN == 0.95
-    assert ablation_budget.steps_for(TINY_STUDY, cfg, timing, 10) == 480
-    heads = studies.STUDIES["projection_head"]  # 3 pretrainings, 5 linear evaluations
-    assert ablation_budget.steps_for(heads, cfg, timing, 10) == int(
-        (570 - 30 - 100 - 30) / 1.5)
-    with pytest.raises(ValueError, match=r"--budget_minutes=1 is too short for --study=tiny.*"
-                                         r"at least 2 minutes"):
-        ablation_budget.steps_for(TINY_STUDY, cfg, timing, 1)
-
-
-def test_a_batch_study_charges_each_batch_its_own_step_time(tiny):
-    # Steps cost 0.1 s + 0.4 s x batch / 128: at 128 0.5 s, at 32 0.2 s, at 512 1.7 s.
-    assert ablation_budget.affine_fixed(0.5, 128, 0.2, 32) == pytest.approx(0.1)
-    assert ablation_budget.affine_fixed(0.5, 128, 0.1, 32) == 0.0  # noise: foot below 0
-    assert ablation_budget.affine_fixed(0.5, 128, 0.6, 32) == 0.5  # no growth: all fixed
-    timing = ablation_budget.Timing(seconds_per_step=0.5, run_overhead=10.0,
-                                    linear_seconds=20.0, probe_seconds=30.0, step_fixed=0.1)
-    cfg = tiny("unused", train_batch_size=128)
-    # Per step of the run (batch 128): b32 makes 4 steps of 0.2 s, b128 one of 0.5 s, b512 a
-    # quarter of 1.7 s: 1.725 s, and twice that for the 2x cells: 5.175 s. Fixed: 6 runs x
-    # 10 s + 6 linear evaluations x 20 s + 30 s = 210 s; 95% of 10 minutes: 570 s.
-    study = studies.STUDIES["batch_size"]
-    assert ablation_budget.steps_for(study, cfg, timing, 10) == int((570 - 210) / 5.175)
-    # Without the fixed part every example costs the same: 3 x 3 x 0.5 s per step.
-    flat = dataclasses.replace(timing, step_fixed=0.0)
-    assert ablation_budget.steps_for(study, cfg, flat, 10) == int((570 - 210) / 4.5)
-
-
-def test_the_probe_times_the_smallest_other_batch_of_a_batch_study(tiny, tmp_path, monkeypatch):
-    done = {}
-
-    def fake_timed(c, before_run):  # 7 s per run, 0.1 s + 0.4 s x batch / 128 per step
-        if c.model_dir.endswith("linear"):
-            return 3.0
-        steps = c.train_steps - done.get(c.model_dir, 0)
-        done[c.model_dir] = c.train_steps
-        return 7.0 + steps * (0.1 + 0.4 * c.train_batch_size / 128)
-
-    monkeypatch.setattr(ablation_budget, "_timed", fake_timed)
-    cfg = tiny(tmp_path / "s", train_batch_size=128)
-    study = studies.STUDIES["batch_size"]
-    assert ablation_budget.smallest_other_batch(study, cfg) == 32
-    assert ablation_budget.smallest_other_batch(TINY_STUDY, cfg) is None
-    timing = ablation_budget.measure(cfg, LINEAR, str(tmp_path / "s"), other_batch=32)
-    # A warm-up, then two fresh runs (each pays a run's overhead, as every cell does); at
-    # batch 32 the long run is 4 x 100 steps longer than the short one: the same images.
-    assert {os.path.relpath(d, tmp_path): n for d, n in done.items()} == {
-        "s/_probe/pretrain_warm": 5, "s/_probe/pretrain_short": 10,
-        "s/_probe/pretrain_long": 110, "s/_probe/pretrain_b32_warm": 5,
-        "s/_probe/pretrain_b32_short": 10, "s/_probe/pretrain_b32_long": 410}
-    assert timing.seconds_per_step == pytest.approx(0.5)
-    assert timing.step_fixed == pytest.approx(0.1)
-    assert timing.run_overhead == pytest.approx(7.0) and timing.linear_seconds == 3.0
-
-
-def test_the_probe_runs_a_middle_cell_at_the_run_batch(tiny):
-    cfg = tiny("unused")
-    pairs = ablation_budget.probe_config(studies.STUDIES["augmentation_pairs"], cfg)
-    assert pairs.augmentations == "sobel" and pairs.augment_one_view
-    batches = ablation_budget.probe_config(studies.STUDIES["batch_size"], cfg)
-    assert batches == cfg  # its middle cell changes only the batch, which the probe keeps
-
-
 def test_a_tiny_study_runs_writes_its_table_and_resumes_without_training_again(
         tiny, tmp_path, monkeypatch, capsys):
     cfg = tiny(tmp_path / "study", train_steps=2, checkpoint_steps=2)
@@ -226,50 +157,16 @@ def test_a_tiny_study_runs_writes_its_table_and_resumes_without_training_again(
     again = ablation.run(TINY_STUDY, cfg, LINEAR)
     assert calls == [str(tmp_path / "study" / "b" / "linear")]  # only what was missing
     assert again["a"] == results["a"]
-
-
-def _head_inputs(run_dir) -> int:
-    import tensorflow as tf  # noqa: PLC0415
-
-    latest = tf.train.latest_checkpoint(str(run_dir))
-    shapes = [shape for name, shape in tf.train.list_variables(latest)
-              if name == "model/supervised_head/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE"]
-    assert len(shapes) == 1, shapes
-    return shapes[0][0]
-
-
-def test_shared_pretraining_supervised_cells_and_the_budget(tiny, tmp_path, monkeypatch):
-    study = studies.Study("mixed", "mixed", (
-        studies.Cell("h", "on h", {}, pretrain="enc"),
-        studies.Cell("gh", "on g(h)", {}, pretrain="enc", linear={"ft_proj_selector": -1}),
-        studies.Cell("sup", "supervised", {"augmentations": "crop,sobel"}, supervised=True)),
-        "a test")
-    calls = []
-    original = train.run
-    monkeypatch.setattr(train, "run", lambda c, **kw: calls.append(
-        (os.path.relpath(c.model_dir, tmp_path), c.train_steps)) or original(c, **kw))
-    monkeypatch.setattr(ablation_budget, "steps_for", lambda *a: 3)  # the solve is tested above
-    monkeypatch.setattr(ablation_budget, "LONG", 12)  # the probe's runs, shorter
-    cfg = tiny(tmp_path / "s", train_steps=2, checkpoint_steps=2, steps_per_loop=2)
-    results = ablation.run(study, cfg, LINEAR, budget_minutes=5)
-    probe = [c for c in calls if c[0].startswith("s/_probe")]
-    assert probe == [("s/_probe/pretrain_warm", 5), ("s/_probe/pretrain_short", 10),
-                     ("s/_probe/pretrain_long", 12), ("s/_probe/linear", 2)]
-    cells = calls[len(probe):]
-    assert cells == [("s/enc/pretrain", 3), ("s/h/linear", 2), ("s/gh/linear", 2),
-                     ("s/sup/supervised", 3)]  # the shared pretraining ran once
-    with open(tmp_path / "s" / "budget.json") as f:
-        kept = json.load(f)
-    assert kept["train_steps"] == 3 and kept["seconds_per_step"] > 0
-    with open(tmp_path / "s" / "sup" / "supervised" / "summary.json") as f:
-        assert results["sup"] == {"top1": json.load(f)["top1"], "knn_top1": None}
-    # One encoder, two taps: the linear head reads h (width 128) or g(h) (proj_out_dim 16).
-    assert _head_inputs(tmp_path / "s" / "h" / "linear") == 128
-    assert _head_inputs(tmp_path / "s" / "gh" / "linear") == 16
-    # Resumed with another budget: the kept sizing, no probe, nothing trained again.
-    calls.clear()
-    assert ablation.run(study, cfg, LINEAR, budget_minutes=50) == results
-    assert calls == []
+    # Resumed with other flags: refused before any work, naming each flag and both values;
+    # a subset of its cells (--cells) is the same study.
+    with pytest.raises(ValueError, match=r"holds --study=tiny begun with other flags "
+                                         r"\(--linear_eval_steps=2 then, --linear_eval_steps=3 "
+                                         r"now; --train_steps=2 then, --train_steps=4 now\)"):
+        ablation.run(TINY_STUDY, dataclasses.replace(cfg, train_steps=4),
+                     dataclasses.replace(LINEAR, steps=3))
+    first = dataclasses.replace(TINY_STUDY, cells=TINY_STUDY.cells[:1])
+    assert ablation.run(first, cfg, LINEAR) == {"a": results["a"]}
+    assert len(calls) == 1
 
 
 def test_the_program_names_an_unknown_study(tmp_path):
