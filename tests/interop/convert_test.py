@@ -8,6 +8,7 @@ written from the original's definition (tests/original_model.py).
 
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -116,6 +117,22 @@ def r18_original(tmp_path_factory):
     values = original_model.values_for(original_model.layout("r18_cifar", 0.25), seed=4)
     directory = tmp_path_factory.mktemp("original")
     return original_model.write_checkpoint(str(directory), values, step=9), values
+
+
+def test_an_original_checkpoint_cut_short_or_a_text_file_is_named(r18_original, tmp_path):
+    prefix, _ = r18_original
+    for path in tf.io.gfile.glob(prefix + ".*"):
+        shutil.copy(path, tmp_path)
+    copy = str(tmp_path / os.path.basename(prefix))
+    (data,) = tf.io.gfile.glob(copy + ".data-*")
+    with open(data, "r+b") as f:
+        f.truncate(os.path.getsize(data) - 100)  # its last tensor's end
+    with pytest.raises(ValueError, match=rf"^--original={re.escape(repr(copy))}: "
+                                         rf"{re.escape(data)} is cut short"):
+        convert.open_original(copy)
+    with pytest.raises(ValueError, match=rf"^--original={re.escape(repr(data))} is a binary "
+                                         r"file of [\d,]+ bytes, not a model of the original"):
+        convert.open_original(data)
 
 
 def test_simclr_convert_makes_a_run_that_the_programs_and_the_colab_snippet_read(
