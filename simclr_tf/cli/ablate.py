@@ -59,9 +59,6 @@ def main(cfg, explicit):
 
     if not cfg.model_dir:
         raise ValueError("--model_dir is required: the study's folder.")
-    from simclr_tf.runs import run_folder  # noqa: PLC0415
-
-    run_folder.output_folder(cfg.model_dir, "model_dir")
     linear = ablation.LinearSettings(LINEAR_STEPS.value, LINEAR_LR.value, LINEAR_BATCH.value)
     ablation.run(study, cfg, linear, before_run=_write_flags,
                  budget_minutes=BUDGET.value or None)

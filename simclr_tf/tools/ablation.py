@@ -20,6 +20,7 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from simclr_tf.core import config as config_lib
+from simclr_tf.runs import run_folder
 from simclr_tf.tools import ablation_budget, ablation_chart, ablation_record, demo
 from simclr_tf.tools import ablation_studies as studies
 from simclr_tf.training import train
@@ -107,6 +108,7 @@ def run(study: studies.Study, cfg: config_lib.Config, linear: LinearSettings,
     # length is fixed (a budget refused as too short keeps nothing).
     record = ablation_record.settings(study.name, cfg, linear, budget_minutes)
     ablation_record.check(root, record)
+    run_folder.output_folder(root, "model_dir")
     if budget_minutes:
         cfg = ablation_budget.sized(study, cfg, linear, budget_minutes, before_run)
     ablation_record.keep(root, record)

@@ -26,6 +26,7 @@ from simclr_tf.data import pipeline as data_lib
 from simclr_tf.data import sources
 from simclr_tf.data import view_pairs as views_lib
 from simclr_tf.evaluation import supervised as evaluation
+from simclr_tf.models import saved_files
 from simclr_tf.models import simclr_model as model_lib
 from simclr_tf.runs import checkpoints, run_folder, strategies
 from simclr_tf.runs import export as export_lib
@@ -75,6 +76,7 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
     chief = strategies.is_chief()  # asked once: the rest of the run is told
     if not chief:  # other workers write nothing into model_dir
         return _run(cfg, strategy, on_end, stop_on_signals, source, chief)
+    _check_sources(cfg)  # before model_dir is made: a refused run leaves nothing behind
     run_folder.output_folder(cfg.model_dir, "model_dir")
     # One run per model_dir; under its lock, remove what interrupted writes left behind.
     with run_folder.RunLock(cfg.model_dir):
@@ -86,6 +88,17 @@ def run(cfg: config_lib.Config, strategy: Optional[tf.distribute.Strategy] = Non
         if on_start is not None:
             on_start()
         return _run(cfg, strategy, on_end, stop_on_signals, source, chief)
+
+
+def _check_sources(cfg: config_lib.Config):
+    """One line on an export or checkpoint the run starts from that is missing, damaged or
+    another program's: --hub_module, and --checkpoint unless the run resumes from its own."""
+    if cfg.hub_module:
+        saved_files.export_outputs(cfg.hub_module, "--hub_module")
+    resumes = tf.io.gfile.isdir(cfg.model_dir) and tf.train.latest_checkpoint(cfg.model_dir)
+    if cfg.checkpoint and not resumes:
+        saved_files.check_bundle(checkpoints.resolve(cfg.checkpoint),
+                                 f"--checkpoint={cfg.checkpoint!r}")
 
 
 @dataclasses.dataclass

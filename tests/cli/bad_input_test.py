@@ -464,14 +464,12 @@ def test_every_reader_of_an_export_or_a_run_names_what_is_wrong(damaged, tiny, t
                  lambda: loader.load(damaged["run"], "--teacher")):
         with pytest.raises(ValueError, match=rf"^cannot restore .*{CUT_RUN}"):
             read()
-
-
-def _program(prog, *args):
-    """(exit code, stderr, its last line) of ``simclr-<prog> args``."""
-    proc = subprocess.run([sys.executable, "-m", f"simclr_tf.cli.{prog}", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    lines = proc.stderr.strip().splitlines()
-    return proc.returncode, proc.stderr, lines[-1] if lines else ""
+    # Fine-tuning from it, or from the others: refused before its model_dir is made.
+    for start, message in (({"checkpoint": damaged["run"]}, CUT_RUN),
+                           ({"hub_module": damaged["foreign"]}, FOREIGN)):
+        with pytest.raises(ValueError, match=rf"^--{next(iter(start))}=.*{message}"):
+            train.run(tiny(tmp_path / "ft", train_mode="finetune", **start))
+        assert not os.path.exists(tmp_path / "ft")
 
 
 def _study_begun_with_4_steps(root, monkeypatch):
@@ -499,11 +497,12 @@ def test_the_six_inputs_of_issue_37_end_in_one_line(damaged, tmp_path, monkeypat
     study = tmp_path / "study"
     _study_begun_with_4_steps(study, monkeypatch)
     smoke = "--flagfile=flags/smoke.flags"
-    finetune = [smoke, "--train_mode=finetune", "--fine_tune_after_block=-1",
-                f"--model_dir={tmp_path / 'ft'}"]
+    finetune = [smoke, "--train_mode=finetune", "--fine_tune_after_block=-1"]
     cases = [
-        ("finetune", [*finetune, f"--hub_module={damaged['foreign']}"], FOREIGN),
-        ("finetune", [*finetune, f"--hub_module={damaged['export']}"], CUT_EXPORT),
+        ("finetune", [*finetune, f"--hub_module={damaged['foreign']}",
+                      f"--model_dir={tmp_path / 'ft_foreign'}"], FOREIGN),
+        ("finetune", [*finetune, f"--hub_module={damaged['export']}",
+                      f"--model_dir={tmp_path / 'ft_cut'}"], CUT_EXPORT),
         ("convert", [f"--original={notes}", f"--model_dir={tmp_path / 'conv'}"],
          r"--original='.*notes.txt' is a text file of 13 bytes starting 'what I tried', not a "
          "model of the original"),
@@ -514,9 +513,14 @@ def test_the_six_inputs_of_issue_37_end_in_one_line(damaged, tmp_path, monkeypat
          r"holds --study=temperature begun with other flags \(--train_steps=4 then, "
          r"--train_steps=8 now\): a resumed study keeps its first flags"),
     ]
-    for prog, args, message in cases:
-        code, err, last = _program(prog, *args)
-        assert code == 2 and "Traceback" not in err, err[-3000:]
+    procs = [subprocess.Popen([sys.executable, "-m", f"simclr_tf.cli.{prog}", *args], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for prog, args, _ in cases]  # at once: each waits mostly on its imports
+    for (prog, _, message), proc in zip(cases, procs):
+        _, err = proc.communicate(timeout=600)
+        last = err.strip().splitlines()[-1] if err.strip() else ""
+        assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
         assert re.match(rf"simclr-{prog}: error: .*{message}", last), last
-    assert not os.path.exists(tmp_path / "budget" / "_probe")  # refused before any work
+    for refused in ("ft_foreign", "ft_cut", "conv", "budget"):  # before any work
+        assert not os.path.exists(tmp_path / refused), refused
     assert sorted(os.listdir(study)) == ["ablation.md", "ablation.png", "study.json", "t0.1"]
