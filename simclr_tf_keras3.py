@@ -45,6 +45,15 @@ class SimCLRExport(keras.layers.Layer):
         # (``path`` and ``output`` are read-only properties of a Keras 3 layer.)
         self.export_path, self.endpoint = str(path), endpoint
         self._export = tf.saved_model.load(self.export_path)
+        serving = getattr(self._export, "signatures", {}).get("serving_default")
+        outputs = sorted(serving.structured_outputs) if serving is not None else []
+        if not hasattr(self._export, "serve") or "final_avg_pool" not in outputs:
+            raise ValueError(f"{self.export_path!r} is a SavedModel of another program, not an "
+                             f"export of simclr_tf: its serving_default returns "
+                             f"{', '.join(outputs) or 'nothing'}.")
+        if endpoint is not None and endpoint not in outputs:
+            raise ValueError(f"endpoint={endpoint!r} is not an endpoint of {self.export_path!r}"
+                             f": it has {', '.join(outputs)} (or None for all of them).")
         trainable_ids = {id(v) for v in self._export.trainable_variables}
         self.export_variables = [
             keras.Variable(v, name=v.name.split(":")[0].replace("/", "_"),

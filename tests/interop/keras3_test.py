@@ -43,6 +43,15 @@ def fit(trainable):
             "names": [v.name for v in encoder.weights]}
 
 report["finetuned"], report["frozen"] = fit(True), fit(False)
+module = tf.Module()
+module.f = tf.function(lambda x: {"out": x * 2.0}, input_signature=[tf.TensorSpec([None])])
+tf.saved_model.save(module, sys.argv[3], signatures=module.f)
+report["refused"] = []
+for args in ((sys.argv[3],), (path, "block_group9")):
+    try:
+        SimCLRExport(*args)
+    except ValueError as e:
+        report["refused"].append(str(e))
 print(json.dumps(report))
 """
 
@@ -53,7 +62,8 @@ def test_a_keras_3_program_fine_tunes_an_export_with_adam(tmp_path):
     images = np.random.default_rng(0).uniform(size=[16, 16, 16, 3]).astype(np.float32)
     np.save(tmp_path / "images.npy", images)
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    proc = subprocess.run([sys.executable, "-c", CLIENT, path, str(tmp_path / "images.npy")],
+    proc = subprocess.run([sys.executable, "-c", CLIENT, path, str(tmp_path / "images.npy"),
+                           str(tmp_path / "foreign")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -75,3 +85,9 @@ def test_a_keras_3_program_fine_tunes_an_export_with_adam(tmp_path):
     frozen = report["frozen"]
     assert not any(frozen["moved"]), [n for n, m in zip(frozen["names"], frozen["moved"]) if m]
     assert frozen["loss"][-1] < frozen["loss"][0]
+    # Another program's SavedModel, or an endpoint the export lacks: one line saying so.
+    foreign, endpoint = report["refused"]
+    assert foreign == (f"{str(tmp_path / 'foreign')!r} is a SavedModel of another program, not "
+                       "an export of simclr_tf: its serving_default returns out.")
+    assert endpoint.startswith(f"endpoint='block_group9' is not an endpoint of {path!r}: it "
+                               "has block_group1, block_group2,"), endpoint
