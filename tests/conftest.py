@@ -8,6 +8,7 @@ import atexit
 import os
 import shutil
 import tempfile
+import types
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -29,13 +30,15 @@ LOGICAL_CPUS = ("/cpu:0", "/cpu:1")
 # The run every training test starts from: a width-0.25 ResNet-18 at 16 px, 4 steps of 8
 # images on the built-in set, checkpoints every 2 steps, no export (export_test turns it on),
 # no kNN monitor (knn_test turns it on; smoke.flags keeps it, with a small bank), no view
-# grid in TensorBoard (visualize_test turns it on).
+# grid in TensorBoard (visualize_test turns it on). The kernels are the fixed choice
+# (calibrate_kernels=False): measured ones would rest on timings taken under the suite's own
+# load, so which kernels a test ran, and its rounding, would change from run to run.
 TINY = dict(dataset="shapes", image_size=16, resnet_depth=18, width_multiplier=0.25,
             num_proj_layers=2, proj_out_dim=16, train_batch_size=8, eval_batch_size=50,
             train_steps=4, checkpoint_steps=2, eval_steps=1, warmup_epochs=0,
             learning_rate=0.5, weight_decay=1e-4, temperature=0.5, global_bn=False,
             strategy="default", color_jitter_strength=0.5, keep_hub_module_max=0,
-            knn_monitor=False, views_summary=False)
+            knn_monitor=False, views_summary=False, calibrate_kernels=False)
 
 
 def make_tiny(model_dir, **overrides):
@@ -66,6 +69,40 @@ def trained_run(tmp_path_factory):
     summary = train.run(cfg, on_start=lambda: run_folder.write_settings(
         cfg, os.path.join(str(model_dir), run_folder.SETTINGS_FILE)))
     return cfg, summary
+
+
+class PinnedKernels:
+    """A kernel chooser (``kernel_choice.KernelChooser``'s interface) that measures nothing:
+    every candidate layer it is asked about runs the other way (``other``: the small
+    convolutions as one matmul, the training batch norms on sums + a depthwise convolution)
+    or TF's kernel. ``asked`` lists the shapes' keys."""
+
+    def __init__(self, other: bool):
+        self.other, self.asked = other, []
+
+    def __call__(self, shape) -> bool:
+        self.asked.append(shape.key)
+        return self.other
+
+
+# The two ways a CPU model in float32 can run its candidate layers, each for every candidate.
+KERNEL_CHOICES = ("tf", "other")
+
+
+@pytest.fixture(params=KERNEL_CHOICES)
+def kernels(request, monkeypatch):
+    """Each test that takes it runs twice, its kernels pinned: ``kernels.name`` "tf" (TF's
+    convolution and batch norm in every candidate layer) or "other" (the matmul convolutions
+    and the batch norm on sums in every one), in the models ``simclr_model.from_config``
+    builds (given ``kernels.overrides`` in their config) and in those built with
+    ``kernels.chooser``. The measured choice would mix the two by the suite's load."""
+    from simclr_tf.models.kernels import kernel_choice  # noqa: PLC0415 (after the device set-up)
+
+    chooser = PinnedKernels(request.param == "other")
+    monkeypatch.setattr(kernel_choice, "KernelChooser", lambda *args, **kwargs: chooser)
+    # from_config asks for a chooser on a CPU in float32 only, and never with --deterministic.
+    overrides = dict(matmul_small_convs=True, calibrate_kernels=True, deterministic=False)
+    return types.SimpleNamespace(name=request.param, chooser=chooser, overrides=overrides)
 
 
 @pytest.fixture(scope="session")

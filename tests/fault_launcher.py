@@ -5,8 +5,11 @@ tests (the library reads no test switch):
 
 FAULT is ``checkpoint-delay=SECONDS`` (every checkpoint write pauses after its files are
 written, before it is recorded as complete, and says so), ``checkpoint-oserror=STEP`` (the
-write of ckpt-STEP fails as a full disk would), or ``export-delay=SECONDS`` (an export pauses
-after its files are written, before it is renamed into place, and says so).
+write of ckpt-STEP fails as a full disk would), ``export-delay=SECONDS`` (an export pauses
+after its files are written, before it is renamed into place, and says so), or
+``report-steps=N`` (no fault: every N-th training step prints ``test: step S done`` on stderr
+from inside the loop's tf.function, S the optimizer's step after it, so that a test can wait
+for a step inside a loop that prints nothing else until it ends).
 """
 
 import runpy
@@ -53,6 +56,21 @@ def _export_delay(seconds):
     tf.saved_model.save = delayed_save
 
 
+def _report_steps(every):
+    from simclr_tf.training import trainer  # noqa: PLC0415 (only this fault needs it)
+
+    train_step = trainer.Trainer.train_step
+
+    def reporting_step(self, iterator):
+        train_step(self, iterator)
+        step = self.optimizer.iterations  # read after the update (automatic control deps)
+        tf.cond(step % every == 0,
+                lambda: tf.print("test: step", step, "done", output_stream=sys.stderr),
+                tf.no_op)
+
+    trainer.Trainer.train_step = reporting_step
+
+
 def main():
     fault, module = sys.argv[1], sys.argv[2]
     what, value = fault.split("=")
@@ -62,6 +80,8 @@ def main():
         _checkpoint_fault("oserror", value)
     elif what == "export-delay":
         _export_delay(value)
+    elif what == "report-steps":
+        _report_steps(int(value))
     else:
         raise SystemExit(f"unknown fault {fault!r}")
     sys.argv = [module, *sys.argv[3:]]

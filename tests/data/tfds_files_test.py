@@ -14,6 +14,7 @@ from tensorflow_datasets.datasets.imagenet2012 import imagenet2012_dataset_build
 from tensorflow_datasets.image_classification import cifar
 
 import simclr_tf  # noqa: F401
+from simclr_tf.core import endpoints as ep
 from simclr_tf.core.config import LabelSubset
 from simclr_tf.data import label_subsets, pipeline
 from simclr_tf.training import train
@@ -91,6 +92,22 @@ def test_pretraining_reads_a_prepared_jpeg_dataset(data_dir, tiny, tmp_path):
     source = pipeline.get_source("imagenet2012", data_dir)
     assert source.reads_encoded and not pipeline.get_source("cifar10", data_dir).reads_encoded
     assert source.class_names[0] == "n01440764"  # the real builder's names file
-    summary = train.run(cfg)
+    kept = {}
+    summary = train.run(cfg, on_end=lambda model: kept.update(model=model))
     assert summary["global_step"] == 2 and np.isfinite(summary["loss"])
-    assert 0.0 <= summary["top1"] <= 1.0
+    # eval_steps=2 batches of 4: the whole validation split, each image's label (i % 4 of
+    # the builder above) against the final model's logits, counted in NumPy.
+    images, labels = zip(*pipeline.build_dataset(source, "validation", "eval", 4, 16))
+    logits = np.concatenate([kept["model"](x, training=False)[ep.LOGITS_SUP].numpy()
+                             for x in images])
+    labels = np.concatenate(labels)
+    assert logits.shape == (8, 1000)  # the real builder's classes, 4 of them used
+    assert sorted(labels) == sorted(i % 4 for i in range(SIZES["imagenet2012"]["validation"]))
+    # A label is in the top k when fewer than k of the 1,000 logits exceed its own; a logit
+    # within 1e-5 of it (float32 rounding, the run's graph against this eager call) may
+    # count either way, and makes the two ranks differ.
+    own = logits[np.arange(len(labels)), labels][:, None]
+    surely_above, maybe_above = np.sum(logits > own + 1e-5, 1), np.sum(logits > own - 1e-5, 1) - 1
+    for k, reported in ((1, summary["top1"]), (5, summary["top5"])):
+        assert np.sum(maybe_above < k) <= round(8 * reported) <= np.sum(surely_above < k), k
+        assert 8 * reported == pytest.approx(round(8 * reported), abs=1e-4)  # a count of 8

@@ -46,12 +46,28 @@ def test_scores_equal_the_definition(k):
 
 
 def test_bank_split_is_a_seeded_subset_of_an_in_memory_source():
+    # Image i is filled with the value i: a bank's images tell which examples it kept.
     labels = np.arange(30) % 3
-    source = sources.ArraySource({"train": (np.zeros([30, 4, 4, 3], np.uint8), labels)}, 3)
-    sub, split = knn.bank_split(source, "train", 12, seed=5)
-    want = np.sort(np.random.default_rng(5).choice(30, 12, replace=False))
-    assert split == "train"
-    np.testing.assert_array_equal(sub.labels("train"), labels[want])
+    images = np.repeat(np.arange(30, dtype=np.uint8), 4 * 4 * 3).reshape([30, 4, 4, 3])
+    source = sources.ArraySource({"train": (images, labels)}, 3)
+
+    def kept(seed):
+        sub, split = knn.bank_split(source, "train", 12, seed)
+        assert split == "train"
+        bank_images, bank_labels = sub.arrays(split)
+        index = bank_images[:, 0, 0, 0].astype(np.int64)
+        np.testing.assert_array_equal(bank_labels, labels[index])  # each with its own label
+        return index
+
+    banks = {seed: kept(seed) for seed in range(20)}
+    for seed, index in banks.items():
+        assert len(set(index)) == len(index) == 12, (seed, index)  # 12 examples, no repeat
+    np.testing.assert_array_equal(kept(5), banks[5])  # a seed gives the same bank again
+    assert len({tuple(sorted(index)) for index in banks.values()}) == 20  # another per seed
+    # A random subset of all 30: over the 20 banks every example is drawn at least once (a
+    # prefix, or a draw that misses an end, would leave some out; a miss of any of them by
+    # 20 fair draws of 12 has a chance of 30 x 0.6^20 = 0.1%, and these draws are seeded).
+    assert set(np.concatenate(list(banks.values()))) == set(range(30))
     assert knn.bank_split(source, "train", 0, 5)[0] is source  # 0: the whole split
     assert knn.bank_split(source, "train", 30, 5)[0] is source
 
@@ -105,8 +121,9 @@ def test_pretraining_reports_the_knn_top1_of_its_weights(tiny, tmp_path, capsys)
                lineareval_while_pretraining=False, eval_steps=2)
     kept = {}
     summary = train.run(cfg, on_end=lambda model: kept.update(model=model))
-    assert "top1" not in summary and 0.0 <= summary["knn_top1"] <= 1.0
-    assert set(visualize.read_scalars(str(tmp_path / "run"))["eval/knn_top1"]) == {0, 2, 4}
+    assert "top1" not in summary
+    written = visualize.read_scalars(str(tmp_path / "run"))["eval/knn_top1"]
+    assert set(written) == {0, 2, 4} and written[4] == pytest.approx(summary["knn_top1"])
     assert f"eval at step 4 | knn_top1 {summary['knn_top1']:.3f}" in capsys.readouterr().out
 
     source = data_lib.get_source(cfg.dataset, seed=cfg.seed)

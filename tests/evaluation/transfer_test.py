@@ -113,18 +113,76 @@ def test_names_and_the_datasets_not_in_tfds():
         tds.lookup("imagenet")
 
 
+def _ap_11_in_order(targets):
+    """VOC's 11-point AP of one class whose every image scores the same: the images ranked
+    in the order read (as a stable sort ranks ties); ``targets`` 1, 0 or -1 (ignored)."""
+    hits = targets[targets >= 0] == 1
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    recall = np.cumsum(hits) / hits.sum()
+    return np.mean([max(precision[recall >= t], default=0.0) for t in np.linspace(0, 1, 11)])
+
+
+def _bias_only_scores(spec):
+    """(test score, the validation scores it can have), in %, of a classifier that sees
+    features of zeros, on TFDS's mock data, from the labels as TFDS reads them.
+
+    With zero features no weight changes a score: the fitted classifier is its (unpenalised)
+    bias, the same for every image, whatever the strength. Multi-class, it predicts a class
+    most frequent in its training data. The mock holds the same 24 examples in every split,
+    so the test split is the training data (train + validation) itself: top-1 is that
+    class's count / 24 and the mean per-class accuracy 1 / the number of classes present,
+    whichever of equally frequent classes wins. Multi-label (VOC), a class scores every image
+    the same: its AP is that of the images in the order read."""
+    def read(split):
+        return list(tfds.as_numpy(tfds.load(spec.tfds_name, split=split)))
+
+    test = read(spec.test)
+    if spec.multilabel:
+        classes = tds.num_classes(spec, None)
+        targets = np.zeros([len(test), classes])
+        for i, ex in enumerate(test):
+            targets[i, ex["labels"]] = -1  # present only as "difficult": ignored
+            targets[i, ex["labels_no_difficult"]] = 1
+        aps = [_ap_11_in_order(targets[:, k]) for k in range(classes) if (targets[:, k] == 1).any()]
+        return 100 * np.mean(aps), {100 * np.mean(aps)}
+    labels = np.array([ex["label"] for ex in test])
+    counts = np.bincount(labels)
+
+    def score(predicted, truth):
+        hits = truth == predicted
+        if spec.metric == "top1":
+            return 100 * hits.mean()
+        return 100 * np.mean([hits[truth == c].mean() for c in np.unique(truth)])
+
+    test_score = score(np.argmax(counts), labels)
+    if spec.validation:  # the validation split is the test split too
+        return test_score, {test_score}
+    keep, held = tds.hold_out(labels, 0)  # the validation carved from the training split
+    fitted = np.bincount(labels[keep])
+    return test_score, {score(c, labels[held]) for c in np.flatnonzero(fitted == fitted.max())}
+
+
 def test_every_dataset_on_mock_data_writes_the_table(tmp_path, tiny):
+    # The tiny encoder's features times 0: every dataset's images still go through it, and
+    # each score is known (_bias_only_scores).
     model = model_lib.from_config(tiny(tmp_path, train_mode="finetune"), None)
-    features_of = visualize.model_features(model)
+    encoder = visualize.model_features(model)
     options = transfer.Options(image_size=16, batch_size=16, grid_size=3, seed=0)
     with tfds.testing.mock_data(num_examples=24):
-        results = transfer.run(list(tds.DATASETS), features_of, options, str(tmp_path / "out"),
-                               "ResNet-18 (0.25x)", "a tiny random encoder")
+        results = transfer.run(list(tds.DATASETS), lambda images: 0.0 * encoder(images),
+                               options, str(tmp_path / "out"), "ResNet-18 (0.25x)",
+                               "a tiny random encoder")
+        expected = {name: _bias_only_scores(spec) for name, spec in tds.DATASETS.items()}
     assert [r["dataset"] for r in results] == list(tds.DATASETS)
     for r in results:
         spec = tds.DATASETS[r["dataset"]]
-        assert 0.0 <= r["score"] <= 100.0 and r["metric"] == spec.metric
-        assert r["validation_examples"] > 0 and 0.0 <= r["validation_score"] <= 100.0
+        score, validation_scores = expected[r["dataset"]]
+        assert r["metric"] == spec.metric
+        assert r["score"] == pytest.approx(score, abs=1e-9), r
+        assert any(r["validation_score"] == pytest.approx(v, abs=1e-9)
+                   for v in validation_scores), (r, validation_scores)
+        if spec.validation:  # every strength scores the same: the strongest is chosen
+            assert r["l2"] == 1e5, r
         assert r["train_examples"] + r["validation_examples"] == (24 if spec.validation is None
                                                                   else 48)
         assert r["test_examples"] == 24 and r["feature_dim"] == 128

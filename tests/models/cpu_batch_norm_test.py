@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras as keras
 
 from simclr_tf.models import resnet
 from simclr_tf.models.kernels import cpu_batch_norm, kernel_choice
@@ -67,6 +68,11 @@ def _net(chooser):
 
 
 def test_a_network_trains_the_same_on_the_other_batch_norm():
+    # Seeded weights: unseeded, the draw depended on the tests run before, and one draw in 16
+    # (seed 12: a stem channel of near-zero batch variance) made one gradient differ by 1.6%
+    # between two correct kernels: conditioning. Seed 3 measured 1.6e-6 of the output's norm
+    # and 2e-5 of a gradient's; a wrong term in the forward or backward pass is far above.
+    keras.utils.set_random_seed(3)
     chooser = AlwaysOther()
     other, fused = _net(chooser), _net(None)
     other.set_weights(fused.get_weights())

@@ -18,7 +18,8 @@ from simclr_tf.training import step as step_lib
 BATCH = 8
 DENSE = Config(model_dir="/unused", dataset="shapes", image_size=4, train_batch_size=BATCH,
                temperature=0.5, weight_decay=1e-3, use_blur=False, seed=3,
-               lineareval_while_pretraining=True, strategy="default")
+               lineareval_while_pretraining=True, strategy="default",
+               calibrate_kernels=False)  # the fixed kernels: numerics compared
 
 
 class _DenseModel(keras.Model):

@@ -13,19 +13,105 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import simclr_tf  # noqa: F401
+from simclr_tf.core import endpoints as ep
+from simclr_tf.data import pipeline as data_lib
 from simclr_tf.data import sources
 from simclr_tf.evaluation import supervised
 from simclr_tf.models import simclr_model as model_lib
 from simclr_tf.runs import checkpoints
-from simclr_tf.training import losses, train
+from simclr_tf.training import losses, optim, run_inputs, train
+from simclr_tf.training import step as step_lib
 from simclr_tf.training import trainer as trainer_lib
 
 
-def _count_of(fraction, total):
-    """The count behind an accuracy over ``total`` items; fails when it is not one."""
+def _numpy_contrastive(z1, z2, temperature):
+    """(NT-Xent, contrastive hits, contrastive entropy) of one step's projections on one
+    replica, from the definitions in float64.
+
+    Anchor i of either view has the other view of image i as its positive and every other
+    view of the batch as negatives; NT-Xent keeps the original's scale, the mean over the
+    pairs of l(i, j) + l(j, i). The hits count the view-1 anchors whose most similar view 2
+    is their own; the entropy is the mean over the view-1 anchors of the entropy (nats) of
+    the softmax over their view-2 similarities."""
+    def unit(z):
+        z = np.asarray(z, np.float64)
+        return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+    a, b = unit(z1), unit(z2)
+    n = len(a)
+
+    def anchor_losses(anchors, others, same_view):
+        loss = np.zeros(n)
+        for i in range(n):  # candidates: the other view of every image, then the own view's
+            s = np.concatenate([others @ anchors[i], np.delete(same_view @ anchors[i], i)])
+            s = s / temperature
+            loss[i] = np.log(np.sum(np.exp(s))) - s[i]
+        return loss
+
+    loss = np.mean(anchor_losses(a, b, a) + anchor_losses(b, a, b))
+    logits = a @ b.T / temperature
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    entropy = np.mean(-np.sum(p * np.log(p), axis=1))
+    return loss, _top_k_hits(logits, np.arange(n), 1), entropy
+
+
+def _top_k_hits(logits, labels, k, near=1e-5):
+    """(fewest, most) rows whose label is among their k largest logits, counted in NumPy.
+
+    A logit within ``near`` of the label's may be above or below it in the run's float32
+    arithmetic (its graph against this eager replay): such a near tie counts either way,
+    so the two counts differ only when one decides a row (and are equal otherwise)."""
+    logits = np.asarray(logits, np.float64)
+    own = logits[np.arange(len(labels)), labels][:, None]
+    surely_above = np.sum(logits > own + near, axis=1)
+    maybe_above = np.sum(logits > own - near, axis=1) - 1  # the label's own logit is one
+    return np.array([np.sum(maybe_above < k), np.sum(surely_above < k)])
+
+
+def _assert_fraction_of(fraction, total, hits):
+    """``fraction`` is a count of ``total`` items, the one ``hits`` = (fewest, most) gives."""
     count = fraction * total
-    assert abs(count - round(count)) < 1e-3, (fraction, total)
-    return round(count)
+    assert abs(count - round(count)) < 1e-4, (fraction, total)
+    assert hits[0] <= round(count) <= hits[1], (fraction, total, hits)
+
+
+def _eval_batch_hits(model, source, split, batch, image_size=16):
+    """(top-1 hits, top-5 hits, examples) of ``model``'s supervised head on the first
+    ``batch`` examples of ``split`` in eval mode (centre crop), counted in NumPy."""
+    images, labels = next(iter(data_lib.build_dataset(source, split, "eval", batch,
+                                                      image_size)))
+    logits = model(images, training=False)[ep.LOGITS_SUP].numpy()
+    labels = labels.numpy()
+    return _top_k_hits(logits, labels, 1), _top_k_hits(logits, labels, 5), len(labels)
+
+
+def _replay_last_loop(cfg, monkeypatch):
+    """The run's last loop (steps 3 and 4) again: its training state at step 2 restored, the
+    very step of the run applied to the batches it read then (its input is seeded).
+
+    Returns the projections ``(z1, z2)`` each step's contrastive loss received, the model
+    after the two steps, and the run's inputs."""
+    strategy = tf.distribute.get_strategy()  # the tiny run's "default" strategy
+    inputs = run_inputs.build_inputs(cfg, strategy)
+    model = model_lib.from_config(cfg, inputs.source.info.num_classes, strategy)
+    optimizer = optim.run_optimizer(cfg, inputs.plan)
+    checkpoints.restore_training(model, optimizer, os.path.join(cfg.model_dir, "ckpt-2"))
+    seen = []
+    original = losses.contrastive_loss
+
+    def recorded(z1, z2, *args, **kwargs):
+        seen.append((z1.numpy(), z2.numpy()))
+        return original(z1, z2, *args, **kwargs)
+
+    monkeypatch.setattr(losses, "contrastive_loss", recorded)
+    replica_step = step_lib.make_replica_step(model, optimizer, cfg, 1)
+    batches = iter(inputs.train_ds)
+    for _ in range(2):  # the first loop's
+        next(batches)
+    for _ in range(2):
+        replica_step(next(batches))
+    return seen, model, inputs
 
 
 def _values(prefix, scope):
@@ -42,22 +128,36 @@ def pretrained(trained_run):
     return pathlib.Path(cfg.model_dir), summary
 
 
-def test_pretrain_writes_checkpoints_summaries_and_metrics(pretrained):
+def test_pretrain_writes_checkpoints_summaries_and_metrics(pretrained, trained_run,
+                                                           monkeypatch):
     model_dir, summary = pretrained
+    cfg = trained_run[0]
     assert summary["global_step"] == 4
     for key in ("loss", "contrast_loss", "contrast_acc", "contrast_entropy",
                 "supervised_loss", "top1", "top5"):
         assert np.isfinite(summary[key]), key
-    # NT-Xent at the 2L scale with 8 images starts near 2 log(15).
-    assert 0.5 < summary["contrast_loss"] < 2 * np.log(15) + 0.5
     # The total is the contrastive loss + the probe's cross-entropy + the head's decay.
     assert summary["loss"] == pytest.approx(
         summary["contrast_loss"] + summary["supervised_loss"] + summary["weight_decay"],
         rel=1e-4)
-    # Counts, not only a range: 2 steps of 16 views in the last loop, 50 eval images.
-    assert 0 <= _count_of(summary["contrast_acc"], 32) <= 32
-    assert 0 <= _count_of(summary["top1"], 50) <= _count_of(summary["top5"], 50) <= 50
-    assert summary["contrast_entropy"] <= np.log(8) + 1e-4
+    # The summary's contrastive figures are the means over the last loop's two steps:
+    # recomputed in NumPy from the projections of those steps, replayed from ckpt-2.
+    seen, model, inputs = _replay_last_loop(cfg, monkeypatch)
+    replayed = {v.name: v.numpy() for v in model.variables}
+    checkpoints.restore_for_eval(model, str(model_dir / "ckpt-4"))
+    for v in model.variables:  # the replay is the run's: it ends on the run's weights
+        np.testing.assert_allclose(replayed[v.name], v.numpy(), atol=1e-5, err_msg=v.name)
+    assert len(seen) == 2 and all(z1.shape == (8, 16) for z1, _ in seen)
+    loss, hits, entropy = zip(*(_numpy_contrastive(z1, z2, cfg.temperature)
+                                for z1, z2 in seen))
+    assert summary["contrast_loss"] == pytest.approx(np.mean(loss), rel=1e-4)
+    _assert_fraction_of(summary["contrast_acc"], 16, sum(hits))  # 2 steps x 8 anchors
+    assert summary["contrast_entropy"] == pytest.approx(np.mean(entropy), rel=1e-4)
+    # top-1 and top-5 of the probe at step 4, counted in NumPy on the 50 eval images.
+    top1, top5, count = _eval_batch_hits(model, inputs.source, cfg.eval_split, 50)
+    assert count == 50
+    _assert_fraction_of(summary["top1"], 50, top1)
+    _assert_fraction_of(summary["top5"], 50, top5)
     assert json.load(open(os.path.join(model_dir, "summary.json"))) == summary
     assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-4")
     assert os.path.exists(os.path.join(model_dir, "ckpt-2.index"))
@@ -106,9 +206,15 @@ def test_linear_eval_keeps_the_encoder_and_head_bit_identical(tiny, pretrained, 
     cfg = tiny(tmp_path, train_mode="finetune", checkpoint=str(pre_dir), linear_eval=True,
                optimizer="momentum", learning_rate=0.1, weight_decay=0.0, train_steps=3,
                checkpoint_steps=3, zero_init_logits_layer=True)
-    summary = train.run(cfg)
+    kept = {}
+    summary = train.run(cfg, on_end=lambda model: kept.update(model=model))
     assert summary["global_step"] == 3  # a fresh step counter, not the pretraining one
-    assert 0 <= _count_of(summary["top1"], 50) <= _count_of(summary["top5"], 50) <= 50
+    # The final evaluation (step 3): top-1 and top-5 of the trained head, counted in NumPy.
+    source = data_lib.get_source(cfg.dataset, seed=cfg.seed)
+    top1, top5, count = _eval_batch_hits(kept["model"], source, cfg.eval_split, 50)
+    assert count == 50
+    _assert_fraction_of(summary["top1"], 50, top1)
+    _assert_fraction_of(summary["top5"], 50, top5)
     pre = str(pre_dir / "ckpt-4")
     post = tf.train.latest_checkpoint(str(tmp_path))
     for scope in ("model/encoder/", "model/projection_head/"):
@@ -196,10 +302,16 @@ def test_batch_must_divide_across_replicas(tiny, tmp_path, two_replicas):
 
 
 def test_tfds_mock_end_to_end_with_unknown_split_sizes(tiny, tmp_path):
+    kept = {}
     with tfds.testing.mock_data(num_examples=24):
-        summary = train.run(tiny(tmp_path, dataset="cifar10", eval_split="test",
-                                 train_steps=0, train_epochs=1, eval_batch_size=8,
-                                 eval_steps=0, checkpoint_steps=0, checkpoint_epochs=1))
+        cfg = tiny(tmp_path, dataset="cifar10", eval_split="test", train_steps=0,
+                   train_epochs=1, eval_batch_size=8, eval_steps=0, checkpoint_steps=0,
+                   checkpoint_epochs=1)
+        summary = train.run(cfg, on_end=lambda model: kept.update(model=model))
+        # eval_steps=0: the whole mock test split, its 24 images, counted in NumPy.
+        top1, _, count = _eval_batch_hits(kept["model"], data_lib.get_source(cfg.dataset),
+                                          "test", 24)
     # 24 examples / batch 8: 3 steps per epoch, + 1 as the original counts.
     assert summary["global_step"] == 4
-    assert 0 <= _count_of(summary["top1"], 24) <= 24  # the whole mock test split
+    assert count == 24
+    _assert_fraction_of(summary["top1"], 24, top1)
