@@ -485,30 +485,28 @@ def _study_begun_with_4_steps(root, monkeypatch):
         with open(os.path.join(cfg.model_dir, train.SUMMARY_FILE), "w") as f:
             json.dump({"top1": 0.5, "global_step": cfg.train_steps}, f)
 
-    monkeypatch.setattr(train, "run", finished)
     cfg = cli_flags.from_flagfile(os.path.join(ROOT, "flags/smoke.flags"), model_dir=str(root))
     study = ablation_studies.get("temperature", "t0.1")
-    ablation.run(study, cfg, ablation.LinearSettings(200, 0.2, 256))  # simclr-ablate's defaults
+    with monkeypatch.context() as patched:  # only for this study
+        patched.setattr(train, "run", finished)
+        ablation.run(study, cfg, ablation.LinearSettings(200, 0.2, 256))  # the program's
 
 
-def test_the_six_inputs_of_issue_37_end_in_one_line(damaged, tmp_path, monkeypatch):
+def test_the_six_inputs_of_issue_37_end_in_one_line(damaged, tiny, tmp_path, monkeypatch):
+    from simclr_tf.interop import convert  # noqa: PLC0415
+    from simclr_tf.tools import ablation, ablation_studies  # noqa: PLC0415
+
     notes = tmp_path / "notes.txt"
     notes.write_text("what I tried\n")
     study = tmp_path / "study"
     _study_begun_with_4_steps(study, monkeypatch)
     smoke = "--flagfile=flags/smoke.flags"
     finetune = [smoke, "--train_mode=finetune", "--fine_tune_after_block=-1"]
+    # Two programs as a user runs them (each start costs seconds of imports); the other four
+    # inputs through the same library calls, in this process.
     cases = [
         ("finetune", [*finetune, f"--hub_module={damaged['foreign']}",
                       f"--model_dir={tmp_path / 'ft_foreign'}"], FOREIGN),
-        ("finetune", [*finetune, f"--hub_module={damaged['export']}",
-                      f"--model_dir={tmp_path / 'ft_cut'}"], CUT_EXPORT),
-        ("convert", [f"--original={notes}", f"--model_dir={tmp_path / 'conv'}"],
-         r"--original='.*notes.txt' is a text file of 13 bytes starting 'what I tried', not a "
-         "model of the original"),
-        ("ablate", ["--study=temperature", smoke, "--budget_minutes=1e30",
-                    f"--model_dir={tmp_path / 'budget'}"],
-         r"--budget_minutes=1e\+30 is out of range: give minutes in \(0, 43200\]"),
         ("ablate", ["--study=temperature", smoke, "--train_steps=8", f"--model_dir={study}"],
          r"holds --study=temperature begun with other flags \(--train_steps=4 then, "
          r"--train_steps=8 now\): a resumed study keeps its first flags"),
@@ -521,6 +519,17 @@ def test_the_six_inputs_of_issue_37_end_in_one_line(damaged, tmp_path, monkeypat
         last = err.strip().splitlines()[-1] if err.strip() else ""
         assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
         assert re.match(rf"simclr-{prog}: error: .*{message}", last), last
-    for refused in ("ft_foreign", "ft_cut", "conv", "budget"):  # before any work
+    assert not os.path.exists(tmp_path / "ft_foreign")  # refused before any work
+    with pytest.raises(ValueError, match=r"^--original='.*notes.txt' is a text file of 13 bytes "
+                                         r"starting 'what I tried', not a model of the original"):
+        convert.open_original(str(notes))
+    with pytest.raises(ValueError, match=r"^--budget_minutes=1e\+30 is out of range: give "
+                                         r"minutes in \(0, 43200\]"):
+        ablation.run(ablation_studies.get("temperature"), tiny(tmp_path / "budget"),
+                     ablation.LinearSettings(2, 0.2, 8), budget_minutes=1e30)
+    with pytest.raises(ValueError, match=rf"^--hub_module=.*{CUT_EXPORT}"):
+        train.run(tiny(tmp_path / "ft_cut", train_mode="finetune",
+                       hub_module=damaged["export"]))
+    for refused in ("ft_cut", "budget"):
         assert not os.path.exists(tmp_path / refused), refused
     assert sorted(os.listdir(study)) == ["ablation.md", "ablation.png", "study.json", "t0.1"]

@@ -146,7 +146,7 @@ def test_pretrain_writes_checkpoints_summaries_and_metrics(pretrained, trained_r
     replayed = {v.name: v.numpy() for v in model.variables}
     checkpoints.restore_for_eval(model, str(model_dir / "ckpt-4"))
     for v in model.variables:  # the replay is the run's: it ends on the run's weights
-        np.testing.assert_allclose(replayed[v.name], v.numpy(), atol=1e-5, err_msg=v.name)
+        np.testing.assert_allclose(replayed[v.name], v.numpy(), atol=1e-4, err_msg=v.name)
     assert len(seen) == 2 and all(z1.shape == (8, 16) for z1, _ in seen)
     loss, hits, entropy = zip(*(_numpy_contrastive(z1, z2, cfg.temperature)
                                 for z1, z2 in seen))
