@@ -5,6 +5,7 @@ distributed tests run a real 2-replica MirroredStrategy on a laptop or a CI box.
 """
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["SIMCLR_TF_CACHE_DIR"] = tempfile.mkdtemp(prefix="simclr_tf_test_cache.")
 atexit.register(shutil.rmtree, os.environ["SIMCLR_TF_CACHE_DIR"], True)
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -66,9 +68,41 @@ def trained_run(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("trained") / "run"
     cfg = make_tiny(model_dir, knn_monitor=True, knn_bank_size=100, keep_hub_module_max=1,
                     views_summary=True)
-    summary = train.run(cfg, on_start=lambda: run_folder.write_settings(
-        cfg, os.path.join(str(model_dir), run_folder.SETTINGS_FILE)))
+    with _recording_projections(PROJECTIONS.setdefault(str(model_dir), [])):
+        summary = train.run(cfg, on_start=lambda: run_folder.write_settings(
+            cfg, os.path.join(str(model_dir), run_folder.SETTINGS_FILE)))
     return cfg, summary
+
+
+# {model_dir: [(z1, z2) of each training step, in order]}: the projections the shared run's
+# contrastive loss received, recorded as the run computed them (train_test recomputes the
+# run's contrastive figures from them).
+PROJECTIONS = {}
+
+
+@contextlib.contextmanager
+def _recording_projections(seen):
+    """While inside, every executed call of ``losses.contrastive_loss`` appends its two
+    projections (NumPy) to ``seen``, also inside the traced training loop (a CPU-only
+    ``numpy_function``: tests only)."""
+    from simclr_tf.training import losses  # noqa: PLC0415 (after the device set-up above)
+
+    original = losses.contrastive_loss
+
+    def recorded(z1, z2, *args, **kwargs):
+        def keep(a, b):
+            seen.append((a, b))
+            return np.int64(len(seen))
+
+        done = tf.numpy_function(keep, [z1, z2], tf.int64)
+        with tf.control_dependencies([done]):
+            return original(tf.identity(z1), tf.identity(z2), *args, **kwargs)
+
+    losses.contrastive_loss = recorded
+    try:
+        yield
+    finally:
+        losses.contrastive_loss = original
 
 
 class PinnedKernels:
