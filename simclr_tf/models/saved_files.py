@@ -1,7 +1,7 @@
 """Saved files checked before they are read, so that a missing, foreign or damaged one stops
 with one line naming it: what a path holds (``describe``), whether a checkpoint's files are
 whole (``check_bundle``: each data file as long as its index says), and whether a folder is an
-export of this project (``check_export``: its root objects and its signature's endpoints).
+export of this project (``export_outputs``: its root objects and its signature's endpoints).
 
 A checkpoint (a training checkpoint ``ckpt-N``, or a SavedModel's ``variables/variables``) is
 an index file (``PREFIX.index``: a table mapping each tensor to its data file, offset and
@@ -179,7 +179,9 @@ def reading(path: str, what: str):
                                "damaged.") from None
 
 
-def _savedmodel_proto(path: str, named: str):
+def savedmodel_graph(path: str):
+    """The first meta graph of the SavedModel at ``path`` (its object graph and signatures);
+    ValueError naming ``saved_model.pb`` when it cannot be read."""
     from tensorflow.core.protobuf import saved_model_pb2  # noqa: PLC0415
 
     proto = saved_model_pb2.SavedModel()
@@ -188,8 +190,8 @@ def _savedmodel_proto(path: str, named: str):
             proto.ParseFromString(f.read())
         return proto.meta_graphs[0]
     except Exception as e:  # noqa: BLE001 (any parse failure is the same bad file)
-        raise ValueError(f"{named}: {path}/saved_model.pb cannot be read "
-                         f"({type(e).__name__}); it is damaged or not a SavedModel.") from None
+        raise ValueError(f"{path}/saved_model.pb cannot be read ({type(e).__name__})") \
+            from None
 
 
 def export_outputs(path: str, flag: str = "") -> Dict[str, List[int]]:
@@ -211,7 +213,10 @@ def export_outputs(path: str, flag: str = "") -> Dict[str, List[int]]:
                 if tf.io.gfile.isdir(os.path.join(path, "saved_model")) else "")
         raise ValueError(f"{named} holds no saved_model.pb: it is {describe(path)}{hint}; "
                          f"{wanted}.")
-    graph = _savedmodel_proto(path, named)
+    try:
+        graph = savedmodel_graph(path)
+    except ValueError as e:
+        raise ValueError(f"{named}: {e}; it is damaged or not a SavedModel.") from None
     root = sorted(c.local_name for c in graph.object_graph_def.nodes[0].children)
     signature = graph.signature_def.get("serving_default")
     outputs = ({k: [d.size for d in v.tensor_shape.dim] for k, v in signature.outputs.items()}

@@ -114,16 +114,7 @@ def saved_object_graph(path: str):
     """The objects of the SavedModel at ``path`` (``saved_model.pb``'s object graph: nodes
     with their kinds, names and children); ValueError naming the file when it cannot be
     read."""
-    from tensorflow.core.protobuf import saved_model_pb2  # noqa: PLC0415
-
-    proto = saved_model_pb2.SavedModel()
-    try:
-        with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as f:
-            proto.ParseFromString(f.read())
-        return proto.meta_graphs[0].object_graph_def.nodes
-    except Exception as e:  # noqa: BLE001 (any parse failure is the same bad file)
-        raise ValueError(f"{path}/saved_model.pb cannot be read ({type(e).__name__})") \
-            from None
+    return saved_files.savedmodel_graph(path).object_graph_def.nodes
 
 
 def is_export(path: str) -> bool:
