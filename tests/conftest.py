@@ -11,7 +11,6 @@ import shutil
 import tempfile
 import types
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The small convolutions' measured choices (kernel_choice) go to a folder of this session, not
 # the user's ~/.cache; the programs the tests start inherit it.
@@ -20,6 +19,9 @@ atexit.register(shutil.rmtree, os.environ["SIMCLR_TF_CACHE_DIR"], True)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# Before TensorFlow: the package's environment (Keras 2, oneDNN's kernels), as users get it.
+import simclr_tf  # noqa: E402, F401, I001
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")

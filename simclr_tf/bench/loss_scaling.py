@@ -35,7 +35,12 @@ def _device() -> str:
 def peak_mib(fn: Callable[[], object]) -> float:
     """The allocator's peak during one call of ``fn``, above what was in use before, MiB."""
     device = _device()
-    tf.config.experimental.reset_memory_stats(device)
+    try:
+        tf.config.experimental.reset_memory_stats(device)
+    except ValueError:
+        raise ValueError(f"this TensorFlow keeps no allocator statistics for {device}, so no "
+                         "peak memory can be measured (on a CPU they come with the oneDNN "
+                         "kernels: unset TF_ENABLE_ONEDNN_OPTS or set it to 1).") from None
     before = tf.config.experimental.get_memory_info(device)["current"]
     fn()
     return (tf.config.experimental.get_memory_info(device)["peak"] - before) / 2 ** 20

@@ -121,8 +121,9 @@ def test_chunked_steps_update_the_weights_as_the_one_pass_step(one_replica, two_
         assert got_loss == pytest.approx(loss, rel=1e-5), where
         for key in ("contrast_loss", "contrast_acc", "supervised_loss", "weight_decay"):
             assert got_logs[key] == pytest.approx(logs[key], rel=1e-5, abs=1e-7), (where, key)
-        # measured: within 1.1e-6 (float32 sums in another order)
-        _assert_close_updates(model.get_weights(), ref.get_weights(), weights, rel=1e-5)
+        # measured: within 1.1e-6 on oneDNN's kernels, 1.5e-5 on TF's Eigen kernels (float32
+        # sums in another order); a chunk's gradient lost or counted twice is > 1e-1
+        _assert_close_updates(model.get_weights(), ref.get_weights(), weights, rel=5e-5)
     assert logs["weight_decay"] > 0 or optimizer == "lars"  # LARS decays inside its update
 
 
