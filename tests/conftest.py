@@ -84,12 +84,12 @@ PROJECTIONS = {}
 
 @contextlib.contextmanager
 def _recording_projections(seen):
-    """While inside, every executed call of ``losses.contrastive_loss`` appends its two
+    """While inside, every executed call of ``losses.of_config`` appends its two
     projections (NumPy) to ``seen``, also inside the traced training loop (a CPU-only
     ``numpy_function``: tests only)."""
     from simclr_tf.training import losses  # noqa: PLC0415 (after the device set-up above)
 
-    original = losses.contrastive_loss
+    original = losses.of_config
 
     def recorded(z1, z2, *args, **kwargs):
         def keep(a, b):
@@ -100,11 +100,11 @@ def _recording_projections(seen):
         with tf.control_dependencies([done]):
             return original(tf.identity(z1), tf.identity(z2), *args, **kwargs)
 
-    losses.contrastive_loss = recorded
+    losses.of_config = recorded
     try:
         yield
     finally:
-        losses.contrastive_loss = original
+        losses.of_config = original
 
 
 class PinnedKernels:

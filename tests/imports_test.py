@@ -44,10 +44,11 @@ WINGS = {
     "runs": {"core", "data", "models"},
     "interop": {"core", "data", "models", "runs"},
     "evaluation": _BELOW_RUNS,
-    "training": _BELOW_RUNS | {"evaluation"},
-    "tools": _BELOW_RUNS | {"evaluation", "training"},
-    "bench": _BELOW_RUNS | {"evaluation", "training"},
-    "cli": _BELOW_RUNS | {"interop", "evaluation", "training", "tools", "bench"},
+    "losses": {"core"},
+    "training": _BELOW_RUNS | {"evaluation", "losses"},
+    "tools": _BELOW_RUNS | {"evaluation", "losses", "training"},
+    "bench": _BELOW_RUNS | {"evaluation", "losses", "training"},
+    "cli": _BELOW_RUNS | {"interop", "evaluation", "losses", "training", "tools", "bench"},
 }
 
 

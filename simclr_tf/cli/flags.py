@@ -16,6 +16,7 @@ from absl import app, flags, logging
 
 from simclr_tf.cli import quiet
 from simclr_tf.core import config as config_lib
+from simclr_tf.core import parts
 
 FLAGS = flags.FLAGS
 
@@ -31,8 +32,9 @@ GROUPS: Dict[str, tuple] = {
               "ft_proj_selector"),
     "optimisation": ("train_batch_size", "embedding_chunks", "train_epochs", "train_steps",
                      "warmup_epochs", "optimizer", "learning_rate", "learning_rate_scaling",
-                     "momentum", "weight_decay", "temperature", "hidden_norm", "loss",
-                     "triplet_margin", "semi_hard_negatives"),
+                     "momentum", "weight_decay",
+                     # --loss and the options of its parts (simclr_tf/losses)
+                     "loss", *parts.built_in_options("loss")),
     "evaluation and fine-tuning": (
         "lineareval_while_pretraining", "knn_monitor", "knn_bank_size", "knn_k",
         "knn_temperature", "views_summary", "checkpoint", "hub_module", "linear_eval",

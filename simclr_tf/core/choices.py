@@ -16,7 +16,6 @@ ON_NONFINITE = ("stop", "rollback")
 OPTIMIZERS = ("lars", "momentum", "adam")
 LR_SCALINGS = ("linear", "sqrt")
 PROJ_HEAD_MODES = ("none", "linear", "nonlinear")
-LOSSES = ("nt_xent", "nt_logistic", "margin_triplet")  # the paper's table 2
 # --augmentations: the paper's figure-5 transformations, in its order.
 AUGMENTATIONS = ("crop", "cutout", "color", "sobel", "noise", "blur", "rotate")
 RESNET_DEPTHS = (18, 34, 50, 101, 152, 200)

@@ -13,7 +13,7 @@ imports no TensorFlow: a run is validated before TensorFlow loads.
 import dataclasses
 from typing import Optional
 
-from simclr_tf.core import choices
+from simclr_tf.core import choices, parts
 
 
 def _field(default, help_text: str, **metadata):
@@ -141,15 +141,11 @@ class Config:
     weight_decay: float = _field(1e-6, "L2 weight decay (inside LARS; added to the loss "
                                  "otherwise).")
     batch_norm_decay: float = _field(0.9, "Batch norm moving-average decay.")
-    temperature: float = _field(0.1, "tau of NT-Xent (and of NT-Logistic).")
-    loss: str = _field("nt_xent", "The contrastive loss (the paper's table 2): nt_xent, "
-                       "nt_logistic or margin_triplet (docs/ablations.md).",
-                       choices=choices.LOSSES)
-    triplet_margin: float = _field(0.5, "m of --loss=margin_triplet, in cosine similarity.")
-    semi_hard_negatives: bool = _field(
-        False, "--loss=nt_logistic or margin_triplet: one semi-hard negative per anchor (the "
-        "most similar negative less similar than the positive) instead of all of them.")
-    hidden_norm: bool = _field(True, "L2-normalise projections in NT-Xent.")
+    loss: str = _field(
+        "nt_xent", f"The contrastive loss: {', '.join(parts.built_in('loss'))} (a module of "
+        "simclr_tf/losses each; the first three are the paper's table 2), one registered from "
+        "Python, or a module path my_project.my_loss (docs/extending.md). The flags after it "
+        "are the options of these losses.")
     # Model.
     resnet_depth: int = _field(50, "ResNet depth: 18, 34, 50, 101, 152 or 200.",
                                choices=choices.RESNET_DEPTHS)
@@ -315,8 +311,7 @@ class Config:
                              f"--train_mode={self.train_mode} takes 1 (chunks serve the "
                              "contrastive loss, in which each view's term depends on the whole "
                              "batch).")
-        for name in ("temperature", "learning_rate", "width_multiplier", "knn_temperature",
-                     "triplet_margin"):
+        for name in ("learning_rate", "width_multiplier", "knn_temperature"):
             choices.check_positive(name, getattr(self, name))
         if self.train_steps == 0:
             choices.check_positive("train_epochs", self.train_epochs)
@@ -331,9 +326,8 @@ class Config:
         if self.augment_one_view and not self.augmentations:
             raise ValueError("--augment_one_view needs --augmentations=... (the "
                              "transformations of the second view).")
-        if self.semi_hard_negatives and self.loss == "nt_xent":
-            raise ValueError("--semi_hard_negatives applies to --loss=nt_logistic or "
-                             "margin_triplet; NT-Xent weighs every negative by its softmax.")
+        parts.check("loss", self.loss, {name: getattr(self, name)
+                                        for name in parts.built_in_options("loss")})
 
     def _validate_distillation(self):
         if self.train_mode != "distill":
@@ -382,3 +376,24 @@ class Config:
             raise ValueError(f"--ft_proj_selector={self.ft_proj_selector}: an exported "
                              "model exposes the encoder output (final_avg_pool) for "
                              "fine-tuning; use --ft_proj_selector=0 with --hub_module.")
+
+
+def _with_part_options(base: type) -> type:
+    """``base`` with one more field per option the built-in parts declare (``core.parts``):
+    ``Config(temperature=0.5)``, its flag and its flags.txt line, as for any other field."""
+    fields = [(name, option.type, _field(option.default, option.help + _taken_by(kind, users)))
+              for kind in parts.KINDS
+              for name, (option, users) in parts.built_in_options(kind).items()]
+    made = dataclasses.make_dataclass("Config", fields, bases=(base,))
+    made.__module__, made.__doc__ = base.__module__, base.__doc__
+    return made
+
+
+def _taken_by(kind: str, users) -> str:
+    every = parts.built_in(kind)
+    if len(users) == len(every):
+        return ""
+    return f" (--{parts.KINDS[kind].flag}={', '.join(users)})"
+
+
+Config = _with_part_options(Config)

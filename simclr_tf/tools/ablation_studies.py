@@ -11,7 +11,7 @@ import dataclasses
 import itertools
 from typing import Dict, Optional, Sequence, Tuple
 
-from simclr_tf.core import choices
+from simclr_tf.core import choices, parts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +103,12 @@ def _loss_cells():
     papers = {("nt_xent", False): 63.9, ("nt_logistic", False): 51.6,
               ("margin_triplet", False): 50.9, ("nt_logistic", True): 57.9,
               ("margin_triplet", True): 57.5}
-    return tuple(
-        Cell(f"{loss}{'_sh' if sh else ''}", f"{loss}{' (semi-hard)' if sh else ''}",
-             {"loss": loss, "semi_hard_negatives": sh}, paper)
-        for (loss, sh), paper in papers.items())
+    cells = [Cell(f"{loss}{'_sh' if sh else ''}", f"{loss}{' (semi-hard)' if sh else ''}",
+                  {"loss": loss, "semi_hard_negatives": sh}, paper)
+             for (loss, sh), paper in papers.items()]
+    # Every other loss of simclr_tf/losses (e.g. supcon) is a cell too, with no paper figure.
+    return tuple(cells + [Cell(loss, loss, {"loss": loss, "semi_hard_negatives": False})
+                          for loss in parts.built_in("loss") if (loss, False) not in papers])
 
 
 def _batch_cells(batches=(32, 128, 512), lengths=(1, 2)):

@@ -11,6 +11,7 @@ from simclr_tf.core import step_plan
 from simclr_tf.data import folder, label_subsets, sources, transforms
 from simclr_tf.data import pipeline as data_lib
 from simclr_tf.evaluation import knn as knn_lib
+from simclr_tf.training import losses
 
 
 @dataclasses.dataclass
@@ -66,6 +67,9 @@ def training_source(cfg: config_lib.Config, source: Optional[sources.Source] = N
                                            folder_labels=cfg.folder_labels)
     source.check_split(cfg.train_split)
     with_head = cfg.train_mode != "pretrain" or cfg.lineareval_while_pretraining
+    if cfg.train_mode == "pretrain" and losses.needs_labels(cfg.loss):
+        sources.require_labels(source, f"--loss={cfg.loss} (its positives are the images of "
+                               "a class)")
     if cfg.train_mode == "finetune":
         sources.require_labels(source, f"{cfg.train_mode} (simclr-finetune)")
     elif cfg.train_mode == "distill" and cfg.distill_weight < 1:

@@ -2,7 +2,8 @@
 replica step that turns them into one optimizer update.
 
 ``compute_losses`` is a function of the model's outputs: the contrastive loss over the two
-views (``--loss``, NT-Xent by default; pretraining), the supervised cross-entropy when the
+views (the part of ``simclr_tf.losses`` that ``--loss`` names, NT-Xent by default;
+pretraining), the supervised cross-entropy when the
 model has a supervised head (the probe sees both views, and its gradient stops at its
 input), and the metrics of both.
 ``make_replica_step`` adds the on-device blur, the weight decay, loss scaling and the update;
@@ -54,9 +55,7 @@ def compute_losses(outputs: Dict[str, tf.Tensor], labels: tf.Tensor, cfg,
     metrics: Metrics = {}
     if cfg.train_mode == "pretrain":
         z1, z2 = tf.split(outputs[ep.PROJ_HEAD_OUTPUT], 2, axis=0)
-        con_loss, logits, con_labels = losses.contrastive_loss(
-            z1, z2, cfg.loss, cfg.temperature, cfg.triplet_margin, cfg.hidden_norm,
-            cfg.semi_hard_negatives)
+        con_loss, logits, con_labels = losses.of_config(z1, z2, labels, cfg)
         loss += con_loss
         metrics["contrast_loss"] = con_loss
         metrics["contrast_acc"] = metrics_lib.contrastive_accuracy(logits, con_labels)
