@@ -24,8 +24,7 @@ from simclr_tf.core import options
 # The paper's table 2 in its order; other losses follow by name.
 ORDER = ("nt_xent", "nt_logistic", "margin_triplet")
 
-TEMPERATURE = options.Option("temperature", 0.1, "tau: similarities are divided by it "
-                             "(NT-Xent, NT-Logistic, SupCon).",
+TEMPERATURE = options.Option("temperature", 0.1, "tau: the similarities are divided by it.",
                              check=options.positive("temperature"))
 HIDDEN_NORM = options.Option("hidden_norm", True, "L2-normalise the projections before the "
                              "contrastive loss (cosine similarities; dot products without).")
