@@ -17,6 +17,7 @@ their defaults (set them in its code).
 """
 
 import dataclasses
+import functools
 import importlib
 import pkgutil
 from typing import Dict, List, Tuple
@@ -38,6 +39,7 @@ KINDS = {"loss": Kind("loss", "simclr_tf.losses", "loss")}
 _REGISTERED: Dict[str, Dict[str, object]] = {kind: {} for kind in KINDS}
 
 
+@functools.lru_cache(maxsize=None)  # the package's files: read once per process
 def built_in(kind: str) -> Tuple[str, ...]:
     """The built-in parts of ``kind``: the package's ``ORDER`` first, then the rest by name."""
     package = importlib.import_module(KINDS[kind].package)
@@ -97,6 +99,7 @@ def declared(part) -> Tuple[options_lib.Option, ...]:
     return tuple(getattr(part, "OPTIONS", ()))
 
 
+@functools.lru_cache(maxsize=None)  # built in: the same declarations for the whole process
 def built_in_options(kind: str) -> Dict[str, Tuple[options_lib.Option, List[str]]]:
     """Every option the built-in parts of ``kind`` declare: name -> (the option, the parts
     that declare it). Two parts declaring one name must agree on its default."""
