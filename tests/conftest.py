@@ -8,6 +8,7 @@ import atexit
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import types
 
@@ -139,6 +140,23 @@ def kernels(request, monkeypatch):
     # from_config asks for a chooser on a CPU in float32 only, and never with --deterministic.
     overrides = dict(matmul_small_convs=True, calibrate_kernels=True, deterministic=False)
     return types.SimpleNamespace(name=request.param, chooser=chooser, overrides=overrides)
+
+
+@pytest.fixture
+def user_package(tmp_path, monkeypatch):
+    """``user_package(name, {module: source})``: a package of a user's own modules, written
+    into this test's folder and put on ``sys.path`` (as a user's project would be) for the
+    test; returns ``name``."""
+    def make(name, modules):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "__init__.py").write_text("")
+        for module, text in modules.items():
+            (folder / f"{module}.py").write_text(text)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.delitem(sys.modules, name, raising=False)  # another test's of this name
+        return name
+    return make
 
 
 @pytest.fixture(scope="session")

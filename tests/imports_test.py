@@ -44,11 +44,13 @@ WINGS = {
     "runs": {"core", "data", "models"},
     "interop": {"core", "data", "models", "runs"},
     "evaluation": _BELOW_RUNS,
+    "evaluators": _BELOW_RUNS | {"evaluation"},
     "losses": {"core"},
-    "training": _BELOW_RUNS | {"evaluation", "losses"},
-    "tools": _BELOW_RUNS | {"evaluation", "losses", "training"},
-    "bench": _BELOW_RUNS | {"evaluation", "losses", "training"},
-    "cli": _BELOW_RUNS | {"interop", "evaluation", "losses", "training", "tools", "bench"},
+    "training": _BELOW_RUNS | {"evaluation", "evaluators", "losses"},
+    "tools": _BELOW_RUNS | {"evaluation", "evaluators", "losses", "training"},
+    "bench": _BELOW_RUNS | {"evaluation", "evaluators", "losses", "training"},
+    "cli": _BELOW_RUNS | {"interop", "evaluation", "evaluators", "losses", "training", "tools",
+                          "bench"},
 }
 
 

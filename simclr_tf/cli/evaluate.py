@@ -1,10 +1,11 @@
-"""simclr-eval: top-1 / top-5 of a run's checkpoint on a split.
+"""simclr-eval: a run's evaluators (top-1 / top-5 of its head, ...) on its checkpoint.
 
   simclr-eval --model_dir=RUN [--checkpoint=RUN/ckpt-N] [--eval_split=test]
 
 It evaluates the newest checkpoint of the run in --model_dir, with the run's own settings
 (RUN/flags.txt; flags on the command line take precedence), or the checkpoint given by
---checkpoint on the command line.
+--checkpoint on the command line, with what --evaluators names (probe: top-1 / top-5 of the
+supervised head; knn when the run pretrained; ...), printing whatever they report.
 """
 
 from simclr_tf.cli import _common

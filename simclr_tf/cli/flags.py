@@ -36,10 +36,11 @@ GROUPS: Dict[str, tuple] = {
                      # --loss and the options of its parts (simclr_tf/losses)
                      "loss", *parts.built_in_options("loss")),
     "evaluation and fine-tuning": (
-        "lineareval_while_pretraining", "knn_monitor", "knn_bank_size", "knn_k",
-        "knn_temperature", "views_summary", "checkpoint", "hub_module", "linear_eval",
-        "fine_tune_after_block", "zero_init_logits_layer", "eval_batch_size", "eval_steps",
-        "eval_name"),
+        "lineareval_while_pretraining", "views_summary", "checkpoint", "hub_module",
+        "linear_eval", "fine_tune_after_block", "zero_init_logits_layer", "eval_batch_size",
+        "eval_steps", "eval_name",
+        # --evaluators and the options of its parts (simclr_tf/evaluators)
+        "evaluators", *parts.built_in_options("evaluator")),
     "distillation": ("teacher", "distill_temperature", "distill_weight"),
     "distribution": ("strategy", "precision", "jit_compile", "matmul_small_convs",
                      "calibrate_kernels", "tpu_name",

@@ -1,4 +1,6 @@
-"""simclr-pretrain: contrastive pretraining (NT-Xent), with the optional online linear probe.
+"""simclr-pretrain: contrastive pretraining with the loss --loss names (NT-Xent by default),
+evaluated by the parts --evaluators names (the online linear probe and the kNN monitor by
+default).
 
   simclr-pretrain --flagfile=flags/smoke.flags --model_dir=/tmp/simclr_smoke
 """

@@ -184,21 +184,18 @@ class Config:
     lineareval_while_pretraining: bool = _field(
         True, "Train a linear probe on stop-gradient features while pretraining (reports "
         "top-1 during pretraining).")
-    knn_monitor: bool = _field(
-        True, "While pretraining on labelled data, at every checkpoint interval: classify the "
-        "eval split by a weighted vote of the k nearest training images in the encoder's "
-        "feature space (cosine similarity, inference mode; Wu et al. 2018) and report "
-        "knn_top1 (TensorBoard, the eval line, summary.json).")
-    knn_bank_size: int = _field(
-        10000, "Training images in the kNN monitor's bank: a seeded subset of at most this "
-        "many (a TFDS split's first ones); 0 embeds the whole split every time.")
+    evaluators: str = _field(
+        "probe,knn", "What a run evaluates at every checkpoint interval and at its end, "
+        f"comma-separated: {', '.join(parts.built_in('evaluator'))} (a module of "
+        "simclr_tf/evaluators each: probe, the supervised head's top-1 / top-5; knn, the kNN "
+        "monitor while pretraining), one registered from Python, or a module path "
+        "my_project.my_evaluator (docs/extending.md). Each reports into TensorBoard "
+        "(model_dir/eval), the eval line and summary.json; one that does not apply to a run "
+        "(knn while fine-tuning) is skipped. The flags after it are their options.")
     views_summary: bool = _field(
         True, "Pretraining: a grid of augmented view pairs of 8 training images in TensorBoard "
         "(model_dir/train, augmented_views) at step 0 (a few seconds of start-up on a CPU: "
         "docs/monitoring.md).")
-    knn_k: int = _field(200, "Neighbours that vote in the kNN monitor.")
-    knn_temperature: float = _field(0.1, "A neighbour at cosine similarity s votes exp(s / "
-                                    "this) in the kNN monitor.")
     checkpoint: Optional[str] = _field(
         None, "Checkpoint (a run's model_dir or a prefix) to fine-tune from; only its encoder "
         "and projection head are loaded.")
@@ -298,8 +295,7 @@ class Config:
     def _validate_ranges(self):
         for name in ("train_batch_size", "eval_batch_size", "image_size", "proj_out_dim"):
             choices.check_at_least(name, getattr(self, name), 1)
-        choices.check_at_least("knn_k", self.knn_k, 1)
-        for name in ("train_steps", "eval_steps", "knn_bank_size", "checkpoint_steps",
+        for name in ("train_steps", "eval_steps", "checkpoint_steps",
                      "steps_per_loop", "weight_decay", "warmup_epochs", "momentum",
                      "keep_hub_module_max"):
             choices.check_at_least(name, getattr(self, name), 0)
@@ -311,7 +307,7 @@ class Config:
                              f"--train_mode={self.train_mode} takes 1 (chunks serve the "
                              "contrastive loss, in which each view's term depends on the whole "
                              "batch).")
-        for name in ("learning_rate", "width_multiplier", "knn_temperature"):
+        for name in ("learning_rate", "width_multiplier"):
             choices.check_positive(name, getattr(self, name))
         if self.train_steps == 0:
             choices.check_positive("train_epochs", self.train_epochs)
@@ -326,8 +322,9 @@ class Config:
         if self.augment_one_view and not self.augmentations:
             raise ValueError("--augment_one_view needs --augmentations=... (the "
                              "transformations of the second view).")
-        parts.check("loss", self.loss, {name: getattr(self, name)
-                                        for name in parts.built_in_options("loss")})
+        for kind, spec in parts.KINDS.items():
+            parts.check(kind, getattr(self, spec.flag),
+                        {name: getattr(self, name) for name in parts.built_in_options(kind)})
 
     def _validate_distillation(self):
         if self.train_mode != "distill":

@@ -1,5 +1,7 @@
 """Parts found by name: a run's contrastive loss (``--loss=nt_xent``) is the module
-``simclr_tf.losses.nt_xent``, as big_vision finds ``models.<name>`` by the string in its config.
+``simclr_tf.losses.nt_xent`` and its evaluators (``--evaluators=probe,knn``) the modules
+``simclr_tf.evaluators.probe`` and ``.knn``, as big_vision finds ``models.<name>`` by the
+string in its config.
 
 A kind of part is a package whose modules are its built-in parts (helpers start with ``_``);
 a part is a module (or any object) with the kind's function and, optionally, ``OPTIONS``
@@ -8,7 +10,8 @@ package, is either
 
 - a module path: ``--loss=my_project.my_loss`` imports that module (on ``sys.path``); or
 - registered from Python (a notebook cell): ``parts.register("loss", "mine", obj)``, then
-  ``Config(loss="mine")``.
+  ``Config(loss="mine")`` (or ``parts.register("evaluator", ...)``, then
+  ``Config(evaluators="probe,mine")``).
 
 This module imports the built-in parts by name (``importlib``) for their declarations only:
 a part's top level is free of TensorFlow (``lazy.load``), so flags and ``--help`` need none.
@@ -27,15 +30,17 @@ from simclr_tf.core import options as options_lib
 
 @dataclasses.dataclass(frozen=True)
 class Kind:
-    """A kind of part: its flag, its package of built-in parts and the function a part of it
-    defines."""
+    """A kind of part: its flag, its package of built-in parts, the function a part of it
+    defines, and whether a run names several (a comma-separated list) or one."""
 
     flag: str
     package: str
     function: str
+    many: bool = False
 
 
-KINDS = {"loss": Kind("loss", "simclr_tf.losses", "loss")}
+KINDS = {"loss": Kind("loss", "simclr_tf.losses", "loss"),
+         "evaluator": Kind("evaluators", "simclr_tf.evaluators", "evaluator", many=True)}
 _REGISTERED: Dict[str, Dict[str, object]] = {kind: {} for kind in KINDS}
 
 
@@ -115,19 +120,33 @@ def built_in_options(kind: str) -> Dict[str, Tuple[options_lib.Option, List[str]
     return found
 
 
-def check(kind: str, chosen: str, values: Dict[str, object]) -> None:
-    """Checks a run's choice of ``kind`` against its option ``values``: the part exists, every
-    declared option passes its check, and an exclusive option away from its default is
-    taken by the chosen part."""
-    part = find(kind, chosen)
-    taken = {o.name for o in declared(part)}
+def chosen(kind: str, value: str) -> Tuple[str, ...]:
+    """The names a run's flag value chooses: one, or (a kind of which a run names several)
+    the comma-separated list, in order, without blanks. Raises ValueError, in one line, on a
+    name given twice."""
+    if not KINDS[kind].many:
+        return (value,)
+    picked = tuple(n.strip() for n in str(value).split(",") if n.strip())
+    twice = sorted({n for n in picked if picked.count(n) > 1})
+    if twice:
+        raise ValueError(f"--{KINDS[kind].flag}={value!r} names {', '.join(twice)} twice; "
+                         "name each once.")
+    return picked
+
+
+def check(kind: str, value: str, values: Dict[str, object]) -> None:
+    """Checks a run's choice of ``kind`` (its flag's ``value``) against its option
+    ``values``: each chosen part exists, every declared option passes its check, and an
+    exclusive option away from its default is taken by a chosen part."""
+    picked = chosen(kind, value)
+    taken = {o.name for name in picked for o in declared(find(kind, name))}
     for name, (option, parts_of) in built_in_options(kind).items():
-        value = values[name]
+        given = values[name]
         if option.check is not None:
-            option.check(value)
-        if option.exclusive and name not in taken and value != option.default:
+            option.check(given)
+        if option.exclusive and name not in taken and given != option.default:
             raise ValueError(f"--{name} applies to --{KINDS[kind].flag}="
-                             f"{' or '.join(parts_of)}; --{KINDS[kind].flag}={chosen} does "
+                             f"{' or '.join(parts_of)}; --{KINDS[kind].flag}={value} does "
                              "not take it.")
 
 

@@ -89,6 +89,8 @@ class KnnMonitor(orbit.AbstractEvaluator):
       k, temperature: the vote (``weighted_knn_scores``).
     """
 
+    at_start = True  # the curve starts from the initial weights
+
     def __init__(self, strategy: tf.distribute.Strategy, model, bank_ds, query_ds,
                  num_classes: int, batch_size: int, k: int = 200, temperature: float = 0.1):
         self.strategy, self.model = strategy, model
@@ -132,6 +134,11 @@ class KnnMonitor(orbit.AbstractEvaluator):
         total = tf.distribute.ReduceOp.SUM
         return (self.strategy.reduce(total, hits, axis=None),
                 self.strategy.reduce(total, counted, axis=None))
+
+    def note(self) -> str:
+        """The last evaluation's size and time, for the eval line."""
+        return (f"kNN: {self.bank_size} bank images, {self.queries} queries, "
+                f"{self.seconds:.1f} s")
 
     def embed_bank(self):
         """(features [n, d], labels [n]) of the whole bank, padding rows dropped."""

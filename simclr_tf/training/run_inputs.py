@@ -1,5 +1,6 @@
-"""What a training run reads: its source (label subset applied), its step plan, and the
-training, eval and kNN-bank inputs as the strategy distributes them."""
+"""What a training run reads: its source (label subset applied), its step plan and the
+training input as the strategy distributes it (the evaluators build their own inputs:
+``evaluation.running.Run``)."""
 
 import dataclasses
 from typing import Dict, Optional
@@ -10,7 +11,6 @@ from simclr_tf.core import config as config_lib
 from simclr_tf.core import step_plan
 from simclr_tf.data import folder, label_subsets, sources, transforms
 from simclr_tf.data import pipeline as data_lib
-from simclr_tf.evaluation import knn as knn_lib
 from simclr_tf.training import losses
 
 
@@ -21,17 +21,15 @@ class Inputs:
     source: sources.Source
     plan: step_plan.StepPlan
     train_ds: tf.distribute.DistributedDataset
-    eval_ds: Optional[tf.distribute.DistributedDataset]  # None: nothing evaluates
     label_counts: Dict  # labelled examples per class; {} when every one is used
     with_head: bool = False  # the model has a supervised head (probe or fine-tuning)
-    knn_bank_ds: Optional[tf.distribute.DistributedDataset] = None  # None: no kNN monitor
 
 
 def build_inputs(cfg: config_lib.Config, strategy: tf.distribute.Strategy,
                  source: Optional[sources.Source] = None) -> Inputs:
     """What a run of ``cfg`` reads: its training source (``source`` or ``cfg.dataset``, label
-    subset applied) and step plan, the training input and the eval input (each replica's
-    share, as ``strategy`` distributes them)."""
+    subset applied), its step plan and the training input (each replica's share, as
+    ``strategy`` distributes it)."""
     source, with_head, label_counts = training_source(cfg, source)
     plan = step_plan.plan_steps(cfg, source.num_examples(cfg.train_split))
     mode = "pretrain" if cfg.train_mode == "pretrain" else "finetune"
@@ -41,19 +39,7 @@ def build_inputs(cfg: config_lib.Config, strategy: tf.distribute.Strategy,
             color_jitter_strength=cfg.color_jitter_strength,
             color_jitter_impl=cfg.color_jitter_impl, jit_augment=cfg.jit_augment,
             cache=cfg.cache_dataset, seed=cfg.seed, recipe=transforms.recipe_of(cfg)))
-    knn = cfg.train_mode == "pretrain" and cfg.knn_monitor and source.classifiable
-    if knn:
-        source.check_split(cfg.eval_split)
-
-    def eval_input(src, split):
-        return strategy.distribute_datasets_from_function(
-            lambda ctx: data_lib.build_dataset(src, split, "eval", cfg.eval_batch_size,
-                                               cfg.image_size, ctx))
-    evaluates = with_head and source.classifiable  # a student of unlabelled images: none
-    eval_ds = eval_input(source, cfg.eval_split) if evaluates or knn else None
-    bank_ds = eval_input(*knn_lib.bank_split(source, cfg.train_split, cfg.knn_bank_size,
-                                             cfg.seed)) if knn else None
-    return Inputs(source, plan, train_ds, eval_ds, label_counts, with_head, bank_ds)
+    return Inputs(source, plan, train_ds, label_counts, with_head)
 
 
 def training_source(cfg: config_lib.Config, source: Optional[sources.Source] = None):

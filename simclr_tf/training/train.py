@@ -25,7 +25,7 @@ from simclr_tf.core import config as config_lib
 from simclr_tf.data import pipeline as data_lib
 from simclr_tf.data import sources
 from simclr_tf.data import view_pairs as views_lib
-from simclr_tf.evaluation import supervised as evaluation
+from simclr_tf.evaluation import running as evaluation
 from simclr_tf.models import saved_files
 from simclr_tf.models import simclr_model as model_lib
 from simclr_tf.runs import checkpoints, run_folder, strategies
@@ -37,7 +37,6 @@ from simclr_tf.training.run_inputs import Inputs, build_inputs
 from simclr_tf.training.trainer import Interrupted, NonFiniteLossError  # noqa: F401 (the API's names)
 
 SUMMARY_FILE = "summary.json"
-EVAL_KEYS = ("top1", "top5", "knn_top1")  # what an evaluation adds to summary.json
 MAX_ROLLBACKS = 3  # --on_nonfinite=rollback gives up after this many in a row
 
 
@@ -200,8 +199,9 @@ def _build_loop(cfg: config_lib.Config, strategy: tf.distribute.Strategy, inputs
         model, optimizer, write_dir, cfg.keep_checkpoint_max, plan.checkpoint,
         _initialiser(cfg, model, optimizer, chief),
         trainer.train_dataset if cfg.deterministic else None)
-    evaluator = evaluation.during_training(strategy, model, inputs.eval_ds, inputs.knn_bank_ds,
-                                           num_classes, cfg, optimizer.iterations)
+    evaluator = evaluation.during_training(
+        evaluation.Run(strategy, model, inputs.source, cfg,
+                       num_classes if inputs.with_head else None), optimizer.iterations)
     controller = orbit.Controller(
         strategy=strategy, trainer=trainer, evaluator=evaluator,
         global_step=optimizer.iterations, steps_per_loop=plan.per_loop,
@@ -226,14 +226,14 @@ def _announce(cfg: config_lib.Config, inputs: Inputs, loop: _Loop, num_replicas:
 
 def _fit(cfg: config_lib.Config, strategy: tf.distribute.Strategy, loop: _Loop,
          stop_on_signals: bool) -> Optional[Dict]:
-    """Trains to the last step, evaluating every checkpoint interval when there is a
-    supervised head; returns the last evaluation. A non-finite loss stops or rolls back
+    """Trains to the last step, evaluating every checkpoint interval when the run has
+    evaluators (``--evaluators``); returns the last evaluation. A non-finite loss stops or rolls back
     (``_roll_back``); a stop signal saves a checkpoint at the step reached and re-raises."""
     plan = loop.trainer.plan
     watch = (preemption.StopOnSignals(loop.trainer.stop.requested) if stop_on_signals
              else contextlib.nullcontext())
     rollbacks = []  # the checkpoints rolled back to, since the last new one
-    if loop.start_step == 0 and loop.evaluator is not None and loop.evaluator.monitor:
+    if loop.start_step == 0 and loop.evaluator is not None and loop.evaluator.at_start:
         loop.controller.evaluate(cfg.eval_steps or -1)  # where the kNN curve starts
     try:
         with watch:
@@ -306,7 +306,7 @@ def _finish(cfg: config_lib.Config, inputs: Inputs, loop: _Loop, eval_result: Op
         if eval_result is None:  # nothing left to train: evaluate what is there
             with trainer_lib.quiet_orbit():
                 eval_result = loop.controller.evaluate(cfg.eval_steps or -1)
-        summary.update({k: float(v) for k, v in eval_result.items() if k in EVAL_KEYS})
+        summary.update({k: float(v) for k, v in eval_result.items()})  # all they report
     summary["global_step"] = step
     summary.update(run_inputs.data_facts(cfg, inputs))
     if on_end is not None:

@@ -44,14 +44,9 @@ def _alignment(z1, z2):
 
 
 @pytest.fixture
-def own_module(tmp_path, monkeypatch):
-    package = tmp_path / "my_project"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "align_loss.py").write_text(OWN_LOSS)
-    (package / "not_a_loss.py").write_text("VALUE = 1\n")
-    (package / "constant_loss.py").write_text(CONSTANT_LOSS)
-    monkeypatch.syspath_prepend(str(tmp_path))
+def own_module(user_package):
+    user_package("my_project", {"align_loss": OWN_LOSS, "not_a_loss": "VALUE = 1\n",
+                                "constant_loss": CONSTANT_LOSS})
     return "my_project.align_loss"
 
 
