@@ -62,7 +62,8 @@ def tiny():
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """``(cfg, summary)`` of the one trained run the tests share (once per pytest worker): the
-    tiny run with the kNN monitor (a bank of 100), the view grid in TensorBoard, flags.txt as
+    tiny run with the kNN monitor (a bank of 100) and the alignment and uniformity evaluator,
+    the view grid in TensorBoard, flags.txt as
     the programs write it, checkpoints at steps 2 and 4 and the export of step 4. Read it,
     never write into it: copy it first (``shutil.copytree``) to change it."""
     from simclr_tf.runs import run_folder  # noqa: PLC0415 (after the device set-up above)
@@ -70,7 +71,7 @@ def trained_run(tmp_path_factory):
 
     model_dir = tmp_path_factory.mktemp("trained") / "run"
     cfg = make_tiny(model_dir, knn_monitor=True, knn_bank_size=100, keep_hub_module_max=1,
-                    views_summary=True)
+                    views_summary=True, evaluators="probe,knn,align_uniform")
     with _recording_projections(PROJECTIONS.setdefault(str(model_dir), [])):
         summary = train.run(cfg, on_start=lambda: run_folder.write_settings(
             cfg, os.path.join(str(model_dir), run_folder.SETTINGS_FILE)))
