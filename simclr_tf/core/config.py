@@ -187,8 +187,8 @@ class Config:
     evaluators: str = _field(
         "probe,knn", "What a run evaluates at every checkpoint interval and at its end, "
         f"comma-separated: {', '.join(parts.built_in('evaluator'))} (a module of "
-        "simclr_tf/evaluators each: probe, the supervised head's top-1 / top-5; knn, the kNN "
-        "monitor while pretraining), one registered from Python, or a module path "
+        "simclr_tf/evaluators each; docs/monitoring.md says what each reports), one "
+        "registered from Python, or a module path "
         "my_project.my_evaluator (docs/extending.md). Each reports into TensorBoard "
         "(model_dir/eval), the eval line and summary.json; one that does not apply to a run "
         "(knn while fine-tuning) is skipped. The flags after it are their options.")
