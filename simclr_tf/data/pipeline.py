@@ -174,6 +174,16 @@ def build_dataset(source: sources.Source, split: str, mode: str, global_batch_si
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def view_settings(cfg) -> Dict:
+    """The ``build_dataset`` arguments of a run's training views (``cfg``: a Config): its
+    colour distortion, XLA switch and ``--augmentations`` recipe. The training input and the
+    held-out views an evaluator draws (``evaluation.running.Run.views_input``) take them
+    from here, so both draw views the same way."""
+    return dict(color_jitter_strength=cfg.color_jitter_strength,
+                color_jitter_impl=cfg.color_jitter_impl, jit_augment=cfg.jit_augment,
+                recipe=transforms.recipe_of(cfg))
+
+
 def check_batch_divides(global_batch_size: int, num_replicas: int, flag: str):
     """A clear error when a global batch does not split evenly across replicas."""
     if global_batch_size < 1 or global_batch_size % num_replicas:

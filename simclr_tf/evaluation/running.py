@@ -19,7 +19,7 @@ import tensorflow as tf
 from simclr_tf.core import config as config_lib
 from simclr_tf.core import parts
 from simclr_tf.data import pipeline as data_lib
-from simclr_tf.data import sources, transforms
+from simclr_tf.data import sources
 
 
 @dataclasses.dataclass
@@ -58,9 +58,7 @@ class Run:
         return self.strategy.distribute_datasets_from_function(
             lambda ctx: data_lib.build_dataset(
                 self.source, split, "pretrain", cfg.eval_batch_size, cfg.image_size, ctx,
-                color_jitter_strength=cfg.color_jitter_strength,
-                color_jitter_impl=cfg.color_jitter_impl, jit_augment=cfg.jit_augment,
-                seed=seed, shuffle_buffer=1, recipe=transforms.recipe_of(cfg)))
+                seed=seed, shuffle_buffer=1, **data_lib.view_settings(cfg)))
 
     @functools.cached_property
     def eval_ds(self):

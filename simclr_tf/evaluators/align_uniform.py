@@ -48,7 +48,6 @@ def evaluator(run, alignment_alpha: float, uniformity_t: float):
     if run.train_mode != "pretrain":
         return None
     cfg = run.cfg
-    run.source.check_split(cfg.eval_split)
     steps = max(1, run.source.num_examples(cfg.eval_split) // cfg.eval_batch_size)
     return AlignUniform(run.strategy, run.model, run.views_input(cfg.eval_split, cfg.seed),
                         steps, alignment_alpha, uniformity_t,

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from simclr_tf.core import config as config_lib
 from simclr_tf.core import step_plan
-from simclr_tf.data import folder, label_subsets, sources, transforms
+from simclr_tf.data import folder, label_subsets, sources
 from simclr_tf.data import pipeline as data_lib
 from simclr_tf.training import losses
 
@@ -36,9 +36,7 @@ def build_inputs(cfg: config_lib.Config, strategy: tf.distribute.Strategy,
     train_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data_lib.build_dataset(
             source, cfg.train_split, mode, cfg.train_batch_size, cfg.image_size, ctx,
-            color_jitter_strength=cfg.color_jitter_strength,
-            color_jitter_impl=cfg.color_jitter_impl, jit_augment=cfg.jit_augment,
-            cache=cfg.cache_dataset, seed=cfg.seed, recipe=transforms.recipe_of(cfg)))
+            cache=cfg.cache_dataset, seed=cfg.seed, **data_lib.view_settings(cfg)))
     return Inputs(source, plan, train_ds, label_counts, with_head)
 
 

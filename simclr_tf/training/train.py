@@ -234,7 +234,7 @@ def _fit(cfg: config_lib.Config, strategy: tf.distribute.Strategy, loop: _Loop,
              else contextlib.nullcontext())
     rollbacks = []  # the checkpoints rolled back to, since the last new one
     if loop.start_step == 0 and loop.evaluator is not None and loop.evaluator.at_start:
-        loop.controller.evaluate(cfg.eval_steps or -1)  # where the kNN curve starts
+        loop.controller.evaluate(cfg.eval_steps or -1)  # where the features' curves start
     try:
         with watch:
             while True:
